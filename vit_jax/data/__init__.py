@@ -1,0 +1,1 @@
+"""Input pipelines: sources, preprocessing ops and per-host batching."""

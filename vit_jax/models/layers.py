@@ -1,0 +1,130 @@
+"""Transformer blocks shared by the model families, with logical axis names on every parameter.
+
+Submodule names follow the public vit_jax checkpoints (Linen numbering), so those files load as they are.
+"""
+from typing import Any, Callable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+Initializer = Callable[..., jax.Array]
+
+
+def logical(init: Initializer, axes: tuple[Optional[str], ...]) -> Initializer:
+  """Tags an initializer with the logical axis names of the parameter it makes."""
+  return nn.with_logical_partitioning(init, axes)
+
+
+def constrain(x: jax.Array, axes: tuple[Optional[str], ...]) -> jax.Array:
+  """Names the axes of an activation; the active rules table maps them to mesh axes."""
+  return nn.with_logical_constraint(x, axes)
+
+
+def layer_norm(epsilon: float, dtype: Dtype, name: str) -> nn.LayerNorm:
+  return nn.LayerNorm(
+      epsilon=epsilon, dtype=dtype, name=name,
+      scale_init=logical(nn.initializers.ones, ("embed",)),
+      bias_init=logical(nn.initializers.zeros, ("embed",)))
+
+
+class DropPath(nn.Module):
+  """Stochastic depth: drops a whole residual branch per example (rate 0 is the identity)."""
+  rate: float
+
+  @nn.compact
+  def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+    if deterministic or self.rate == 0.0:
+      return x
+    keep = 1.0 - self.rate
+    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+    mask = jax.random.bernoulli(self.make_rng("dropout"), keep, shape)
+    return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+class MlpBlock(nn.Module):
+  """Dense -> GELU -> Dropout -> Dense -> Dropout (the transformer MLP)."""
+  mlp_dim: int
+  dropout_rate: float = 0.0
+  gelu_approximate: bool = True
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+    features = x.shape[-1]
+    x = nn.Dense(
+        self.mlp_dim, dtype=self.dtype, name="Dense_0",
+        kernel_init=logical(nn.initializers.xavier_uniform(), ("embed", "mlp")),
+        bias_init=logical(nn.initializers.normal(stddev=1e-6), ("mlp",)))(x)
+    x = constrain(x, ("batch", "length", "mlp"))
+    x = nn.gelu(x, approximate=self.gelu_approximate)
+    x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+    x = nn.Dense(
+        features, dtype=self.dtype, name="Dense_1",
+        kernel_init=logical(nn.initializers.xavier_uniform(), ("mlp", "embed")),
+        bias_init=logical(nn.initializers.normal(stddev=1e-6), ("embed",)))(x)
+    return nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+
+
+class MultiHeadDotProductAttention(nn.Module):
+  """Self-attention with separate query/key/value/out projections (the public checkpoint layout)."""
+  num_heads: int
+  attention_dropout_rate: float = 0.0
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+    features = x.shape[-1]
+    if features % self.num_heads:
+      raise ValueError(
+          f"hidden size {features} is not divisible by num_heads={self.num_heads}; "
+          "choose a head count that divides it.")
+    head_dim = features // self.num_heads
+
+    def projection(name):
+      return nn.DenseGeneral(
+          (self.num_heads, head_dim), axis=-1, dtype=self.dtype, name=name,
+          kernel_init=logical(nn.initializers.xavier_uniform(), ("embed", "heads", "kv")),
+          bias_init=logical(nn.initializers.zeros, ("heads", "kv")))
+
+    q = projection("query")(x) * jnp.asarray(head_dim ** -0.5, self.dtype)
+    k = projection("key")(x)
+    v = projection("value")(x)
+    q = constrain(q, ("batch", "length", "heads", "kv"))
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k)
+    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
+    weights = nn.Dropout(self.attention_dropout_rate)(weights, deterministic=deterministic)
+    y = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+    y = constrain(y, ("batch", "length", "heads", "kv"))
+    return nn.DenseGeneral(
+        features, axis=(-2, -1), dtype=self.dtype, name="out",
+        kernel_init=logical(nn.initializers.xavier_uniform(), ("heads", "kv", "embed")),
+        bias_init=logical(nn.initializers.zeros, ("embed",)))(y)
+
+
+class EncoderBlock(nn.Module):
+  """Pre-norm transformer block: x + Attn(LN(x)), then x + MLP(LN(x)), each with optional drop-path."""
+  mlp_dim: int
+  num_heads: int
+  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0
+  drop_path_rate: float = 0.0
+  gelu_approximate: bool = True
+  layer_norm_epsilon: float = 1e-6
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+    y = layer_norm(self.layer_norm_epsilon, self.dtype, "LayerNorm_0")(x)
+    y = MultiHeadDotProductAttention(
+        self.num_heads, self.attention_dropout_rate, self.dtype,
+        name="MultiHeadDotProductAttention_0")(y, deterministic)
+    y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
+    x = x + DropPath(self.drop_path_rate)(y, deterministic)
+    x = constrain(x, ("batch", "length", "embed"))
+    y = layer_norm(self.layer_norm_epsilon, self.dtype, "LayerNorm_1")(x)
+    y = MlpBlock(self.mlp_dim, self.dropout_rate, self.gelu_approximate, self.dtype,
+                 name="MlpBlock_0")(y, deterministic)
+    x = x + DropPath(self.drop_path_rate)(y, deterministic)
+    return constrain(x, ("batch", "length", "embed"))

@@ -1,0 +1,129 @@
+"""The Vision Transformer (Dosovitskiy et al. 2021) with the public vit_jax parameter layout."""
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vit_jax.models.layers import EncoderBlock, constrain, layer_norm, logical
+
+Dtype = Any
+
+
+class PositionEmbedding(nn.Module):
+  """Holds the learned (1, tokens, hidden) table under the public name posembed_input/pos_embedding."""
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    posemb = self.param(
+        "pos_embedding",
+        logical(nn.initializers.normal(stddev=0.02), (None, "length", "embed")),
+        (1, x.shape[1], x.shape[2]))
+    return x + jnp.asarray(posemb, x.dtype)
+
+
+class Transformer(nn.Module):
+  """The encoder: position embeddings, blocks, final LayerNorm (named as in the public checkpoints)."""
+  num_layers: int
+  mlp_dim: int
+  num_heads: int
+  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0
+  stochastic_depth: float = 0.0
+  gelu_approximate: bool = True
+  layer_norm_epsilon: float = 1e-6
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+    x = PositionEmbedding(name="posembed_input")(x)
+    x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+    for i in range(self.num_layers):
+      # Stochastic depth grows linearly with depth, as in DeiT/timm and AugReg.
+      rate = self.stochastic_depth * i / max(self.num_layers - 1, 1)
+      x = EncoderBlock(
+          mlp_dim=self.mlp_dim, num_heads=self.num_heads, dropout_rate=self.dropout_rate,
+          attention_dropout_rate=self.attention_dropout_rate, drop_path_rate=rate,
+          gelu_approximate=self.gelu_approximate, layer_norm_epsilon=self.layer_norm_epsilon,
+          dtype=self.dtype, name=f"encoderblock_{i}")(x, deterministic)
+    return layer_norm(self.layer_norm_epsilon, self.dtype, "encoder_norm")(x)
+
+
+class VisionTransformer(nn.Module):
+  """ViT: patch embedding, optional class token, encoder, pooling, optional pre-logits, linear head.
+
+  Apply as `model.apply({'params': params}, images_nhwc, train=False)`; pass rngs={'dropout': key}
+  when training with dropout or stochastic depth.
+  """
+  num_classes: Optional[int]
+  image_size: int
+  patch_size: int
+  hidden_size: int
+  num_layers: int
+  num_heads: int
+  mlp_dim: int
+  classifier: str = "token"
+  representation_size: Optional[int] = None
+  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0
+  stochastic_depth: float = 0.0
+  gelu_approximate: bool = True
+  layer_norm_epsilon: float = 1e-6
+  head_bias_init: float = 0.0
+  dtype: Dtype = jnp.float32
+
+  def check_input(self, images: jax.Array) -> None:
+    if images.ndim != 4:
+      raise ValueError(f"expected images of shape (batch, height, width, channels), got {images.shape}")
+    if images.shape[1:3] != (self.image_size, self.image_size):
+      raise ValueError(
+          f"the model was built for {self.image_size}x{self.image_size} images but got "
+          f"{images.shape[1]}x{images.shape[2]}; create it with image_size={images.shape[1]} "
+          "(and load weights with position embeddings resized, see vit_jax.checkpoint).")
+    if self.image_size % self.patch_size:
+      raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+
+  def embed_patches(self, images: jax.Array) -> jax.Array:
+    x = nn.Conv(
+        self.hidden_size, (self.patch_size, self.patch_size), strides=(self.patch_size,) * 2,
+        padding="VALID", dtype=self.dtype, name="embedding",
+        kernel_init=logical(nn.initializers.lecun_normal(), (None, None, None, "embed")),
+        bias_init=logical(nn.initializers.zeros, ("embed",)))(images)
+    batch, height, width, channels = x.shape
+    return jnp.reshape(x, (batch, height * width, channels))
+
+  @nn.compact
+  def __call__(self, images: jax.Array, *, train: bool = False) -> jax.Array:
+    if self.classifier not in ("token", "gap"):
+      raise ValueError(f"classifier must be 'token' or 'gap', got {self.classifier!r}")
+    self.check_input(images)
+    x = self.embed_patches(images.astype(self.dtype))
+    if self.classifier == "token":
+      cls = self.param("cls", logical(nn.initializers.zeros, (None, None, "embed")),
+                       (1, 1, self.hidden_size))
+      cls = jnp.broadcast_to(jnp.asarray(cls, self.dtype), (x.shape[0], 1, self.hidden_size))
+      x = jnp.concatenate([cls, x], axis=1)
+    x = constrain(x, ("batch", "length", "embed"))
+    x = Transformer(
+        num_layers=self.num_layers, mlp_dim=self.mlp_dim, num_heads=self.num_heads,
+        dropout_rate=self.dropout_rate, attention_dropout_rate=self.attention_dropout_rate,
+        stochastic_depth=self.stochastic_depth, gelu_approximate=self.gelu_approximate,
+        layer_norm_epsilon=self.layer_norm_epsilon, dtype=self.dtype,
+        name="Transformer")(x, deterministic=not train)
+    x = x[:, 0] if self.classifier == "token" else jnp.mean(x, axis=1)
+    if self.representation_size is not None:
+      x = nn.Dense(
+          self.representation_size, dtype=self.dtype, name="pre_logits",
+          kernel_init=logical(nn.initializers.lecun_normal(), ("embed", "mlp")),
+          bias_init=logical(nn.initializers.zeros, ("mlp",)))(x)
+      x = jnp.tanh(x)
+      head_in = "mlp"
+    else:
+      head_in = "embed"
+    if not self.num_classes:
+      return x
+    x = nn.Dense(
+        self.num_classes, dtype=self.dtype, name="head",
+        kernel_init=logical(nn.initializers.zeros, (head_in, "classes")),
+        bias_init=logical(nn.initializers.constant(self.head_bias_init), ("classes",)))(x)
+    return x.astype(jnp.float32)

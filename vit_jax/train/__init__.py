@@ -1,0 +1,1 @@
+"""The trainer: optimizer, losses, state, pure steps and the loop."""
