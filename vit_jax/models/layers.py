@@ -67,6 +67,44 @@ class MlpBlock(nn.Module):
     return nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
 
 
+class HeadProjection(nn.Module):
+  """x (..., D) -> (..., heads, head_dim) with kernel (D, heads, head_dim): the public q/k/v layout.
+
+  Written out instead of nn.DenseGeneral so the kernel is created in its final rank and its logical
+  axis names apply from the start.
+  """
+  num_heads: int
+  head_dim: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param(
+        "kernel",
+        logical(nn.initializers.xavier_uniform(in_axis=0, out_axis=(1, 2)), ("embed", "heads", "kv")),
+        (x.shape[-1], self.num_heads, self.head_dim))
+    bias = self.param("bias", logical(nn.initializers.zeros, ("heads", "kv")),
+                      (self.num_heads, self.head_dim))
+    y = jnp.einsum("...d,dhk->...hk", x, jnp.asarray(kernel, self.dtype))
+    return y + jnp.asarray(bias, self.dtype)
+
+
+class HeadMerge(nn.Module):
+  """(..., heads, head_dim) -> (..., D) with kernel (heads, head_dim, D): the public `out` layout."""
+  features: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, y: jax.Array) -> jax.Array:
+    kernel = self.param(
+        "kernel",
+        logical(nn.initializers.xavier_uniform(in_axis=(0, 1), out_axis=2), ("heads", "kv", "embed")),
+        (y.shape[-2], y.shape[-1], self.features))
+    bias = self.param("bias", logical(nn.initializers.zeros, ("embed",)), (self.features,))
+    return jnp.einsum("...hk,hkd->...d", y, jnp.asarray(kernel, self.dtype)) + jnp.asarray(
+        bias, self.dtype)
+
+
 class MultiHeadDotProductAttention(nn.Module):
   """Self-attention with separate query/key/value/out projections (the public checkpoint layout)."""
   num_heads: int
@@ -83,10 +121,7 @@ class MultiHeadDotProductAttention(nn.Module):
     head_dim = features // self.num_heads
 
     def projection(name):
-      return nn.DenseGeneral(
-          (self.num_heads, head_dim), axis=-1, dtype=self.dtype, name=name,
-          kernel_init=logical(nn.initializers.xavier_uniform(), ("embed", "heads", "kv")),
-          bias_init=logical(nn.initializers.zeros, ("heads", "kv")))
+      return HeadProjection(self.num_heads, head_dim, self.dtype, name=name)
 
     q = projection("query")(x) * jnp.asarray(head_dim ** -0.5, self.dtype)
     k = projection("key")(x)
@@ -97,10 +132,7 @@ class MultiHeadDotProductAttention(nn.Module):
     weights = nn.Dropout(self.attention_dropout_rate)(weights, deterministic=deterministic)
     y = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
     y = constrain(y, ("batch", "length", "heads", "kv"))
-    return nn.DenseGeneral(
-        features, axis=(-2, -1), dtype=self.dtype, name="out",
-        kernel_init=logical(nn.initializers.xavier_uniform(), ("heads", "kv", "embed")),
-        bias_init=logical(nn.initializers.zeros, ("embed",)))(y)
+    return HeadMerge(features, self.dtype, name="out")(y)
 
 
 class EncoderBlock(nn.Module):

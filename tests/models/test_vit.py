@@ -1,0 +1,145 @@
+"""Specification of the ViT family: parameter counts, shapes, names, heads and input checks."""
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vit_jax.models import create_model
+
+
+def abstract_params(model, image_size=None):
+  size = image_size or model.image_size
+  variables = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False))
+  return nn.unbox(variables["params"])
+
+
+def count(params):
+  return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params))
+
+
+# Published counts (shared/specs/VIT_JAX_FORMAT.md §3.3): 224 px, 1000 classes.
+PUBLISHED = {
+    "ViT-Ti/16": 5_717_416, "ViT-S/16": 22_050_664, "ViT-S/32": 22_878_952,
+    "ViT-B/8": 86_576_872, "ViT-B/16": 86_567_656, "ViT-B/32": 88_224_232,
+    "ViT-L/16": 304_326_632, "ViT-L/32": 306_535_400, "ViT-H/14": 632_045_800,
+    "ViT-testing": 21_390,
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_parameter_count_matches_published_table(name):
+  assert count(abstract_params(create_model(name))) == PUBLISHED[name]
+
+
+def test_b16_variants_match_published_counts():
+  assert count(abstract_params(create_model("ViT-B/16", image_size=384))) == 86_859_496
+  assert count(abstract_params(create_model("ViT-B/16", num_classes=21843))) == 102_595_923
+  with_rep = create_model("ViT-B/16", num_classes=21843, representation_size=768)
+  assert count(abstract_params(with_rep)) == 103_186_515
+  gap = create_model("ViT-B/16", classifier="gap")
+  assert count(abstract_params(gap)) == 86_566_120
+
+
+def test_b16_tree_uses_public_linen_names_and_shapes():
+  params = abstract_params(create_model("ViT-B/16"))
+  flat = {"/".join(k.key for k in path): leaf.shape
+          for path, leaf in jax.tree_util.tree_leaves_with_path(params)}
+  assert len(flat) == 200
+  block = "Transformer/encoderblock_11/"
+  assert flat["embedding/kernel"] == (16, 16, 3, 768)
+  assert flat["cls"] == (1, 1, 768)
+  assert flat["Transformer/posembed_input/pos_embedding"] == (1, 197, 768)
+  assert flat[block + "MultiHeadDotProductAttention_0/query/kernel"] == (768, 12, 64)
+  assert flat[block + "MultiHeadDotProductAttention_0/key/bias"] == (12, 64)
+  assert flat[block + "MultiHeadDotProductAttention_0/out/kernel"] == (12, 64, 768)
+  assert flat[block + "MlpBlock_0/Dense_0/kernel"] == (768, 3072)
+  assert flat[block + "LayerNorm_1/scale"] == (768,)
+  assert flat["Transformer/encoder_norm/bias"] == (768,)
+  assert flat["head/kernel"] == (768, 1000)
+
+
+def test_every_parameter_carries_logical_axis_names():
+  model = create_model("ViT-micro/4", num_classes=10)
+  boxed = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)), train=False))["params"]
+  leaves = jax.tree.leaves(boxed, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+  assert leaves and all(isinstance(leaf, nn.LogicallyPartitioned) for leaf in leaves)
+  for leaf in leaves:
+    assert len(leaf.names) == len(leaf.value.shape)
+
+
+def init_micro(**overrides):
+  model = create_model("ViT-micro/4", num_classes=5, **overrides)
+  images = jax.random.normal(jax.random.key(1), (3, 16, 16, 3))
+  params = nn.unbox(model.init(jax.random.key(0), images, train=False)["params"])
+  return model, params, images
+
+
+def test_logits_shape_and_zero_initialised_head():
+  model, params, images = init_micro()
+  logits = model.apply({"params": params}, images, train=False)
+  assert logits.shape == (3, 5) and logits.dtype == jnp.float32
+  np.testing.assert_array_equal(logits, 0.0)  # head kernel and bias start at zero
+
+
+def test_head_bias_init_sets_initial_logits():
+  model, params, images = init_micro(head_bias_init=-10.0)
+  np.testing.assert_allclose(model.apply({"params": params}, images), -10.0)
+
+
+def test_gap_classifier_has_no_class_token_and_pools_all_tokens():
+  model, params, images = init_micro(classifier="gap")
+  assert "cls" not in params
+  assert params["Transformer"]["posembed_input"]["pos_embedding"].shape == (1, 16, 32)
+  features = create_model("ViT-micro/4", num_classes=0, classifier="gap").apply(
+      {"params": {k: v for k, v in params.items() if k != "head"}}, images)
+  assert features.shape == (3, 32)
+
+
+def test_representation_layer_is_dense_tanh_before_head():
+  model, params, images = init_micro(representation_size=7)
+  assert params["pre_logits"]["kernel"].shape == (32, 7)
+  features = create_model("ViT-micro/4", num_classes=0, representation_size=7).apply(
+      {"params": {k: v for k, v in params.items() if k != "head"}}, images)
+  assert features.shape == (3, 7) and float(jnp.max(jnp.abs(features))) < 1.0
+
+
+def test_dropout_and_stochastic_depth_only_act_in_training():
+  model, params, images = init_micro(dropout_rate=0.5, stochastic_depth=0.5)
+  params["head"]["kernel"] = jnp.ones_like(params["head"]["kernel"])
+  eval_a = model.apply({"params": params}, images, train=False)
+  eval_b = model.apply({"params": params}, images, train=False)
+  np.testing.assert_array_equal(eval_a, eval_b)
+  train_a = model.apply({"params": params}, images, train=True, rngs={"dropout": jax.random.key(1)})
+  train_b = model.apply({"params": params}, images, train=True, rngs={"dropout": jax.random.key(2)})
+  assert not np.allclose(train_a, train_b)
+
+
+def test_exact_and_tanh_gelu_differ_only_slightly():
+  model_tanh, params, images = init_micro()
+  params["head"]["kernel"] = jnp.ones_like(params["head"]["kernel"])
+  model_erf = create_model("ViT-micro/4", num_classes=5, gelu_approximate=False)
+  a = model_tanh.apply({"params": params}, images)
+  b = model_erf.apply({"params": params}, images)
+  assert 0 < float(jnp.max(jnp.abs(a - b))) < 1e-2
+
+
+def test_bfloat16_compute_keeps_float32_params():
+  model, params, images = init_micro(dtype="bfloat16")
+  assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(params))
+  assert model.apply({"params": params}, images).dtype == jnp.float32
+
+
+def test_wrong_resolution_is_a_clear_error():
+  model, params, _ = init_micro()
+  with pytest.raises(ValueError, match="built for 16x16 images but got 32x32"):
+    model.apply({"params": params}, jnp.zeros((1, 32, 32, 3)))
+
+
+def test_unknown_classifier_is_rejected():
+  with pytest.raises(ValueError, match="classifier must be"):
+    init_micro(classifier="cls")

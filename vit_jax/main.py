@@ -1,0 +1,47 @@
+"""Command-line entry: `python -m vit_jax.main --config=configs/<file>.py[:arg] --workdir=DIR [--config.k=v]`.
+
+Every host of a multi-host job runs the same command; jax.distributed connects them.
+"""
+import os
+
+# tf.data must not grab accelerators or flood the log; set before tensorflow is imported anywhere.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file, e.g. configs/default.py:pretrain.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics (resumes if present).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0 for multi-host runs (or JAX_COORDINATOR_ADDRESS).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes in a multi-host run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in a multi-host run.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _maybe_initialize_distributed() -> None:
+  """Connects the processes of a multi-host job (no-op for a single process)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  address = _COORDINATOR.value or os.environ.get("JAX_COORDINATOR_ADDRESS")
+  if address or _NUM_PROCESSES.value:
+    jax.distributed.initialize(
+        coordinator_address=address, num_processes=_NUM_PROCESSES.value,
+        process_id=_PROCESS_ID.value)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  _maybe_initialize_distributed()
+  from vit_jax.data.sources import hide_gpus_from_tensorflow  # pylint: disable=import-outside-toplevel
+  hide_gpus_from_tensorflow()
+  from vit_jax.train.loop import train_and_evaluate  # pylint: disable=import-outside-toplevel
+  logging.set_verbosity(logging.WARNING)
+  result = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  print(f"test loss: {result['test_loss']:.4f} over {int(result['test_examples'])} examples")
+  print(f"final test accuracy: {result['test_accuracy']:.3f}")
+
+
+if __name__ == "__main__":
+  app.run(main)

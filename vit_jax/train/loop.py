@@ -1,0 +1,209 @@
+"""The one trainer, in explicit phases: data -> mesh -> model -> shardings -> init/resume/load -> loop -> eval."""
+import dataclasses
+import logging
+import math
+import os
+import signal
+import time
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import tqdm
+
+from vit_jax import checkpoint, parallel
+from vit_jax.configuration import model_overrides, total_steps
+from vit_jax.data import pipeline, sources
+from vit_jax.models import create_model
+from vit_jax.train.metric_log import MetricLog
+from vit_jax.train.optim import make_optimizer
+from vit_jax.train.state import TrainState
+from vit_jax.train.step import make_eval_step, make_train_step
+
+
+@dataclasses.dataclass
+class Setup:
+  """What the phases before the loop produce: model, optimizer, mesh, shardings and compiled steps."""
+  model: nn.Module
+  tx: optax.GradientTransformation
+  schedule: optax.Schedule
+  mesh: jax.sharding.Mesh
+  rules: Any
+  state_shardings: TrainState
+  abstract_state: TrainState
+  total_steps: int
+  num_classes: int
+
+
+def build_model(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
+  return create_model(config.model_name, num_classes=num_classes,
+                      image_size=config.data.image_size, **model_overrides(config))
+
+
+def _init_fn(model: nn.Module, tx: optax.GradientTransformation, image_size: int, seed: int):
+  """Returns a function that initialises the full (boxed) train state from nothing but the seed."""
+  def init(boxed: bool) -> TrainState:
+    init_rng, train_rng = jax.random.split(jax.random.key(seed))
+    dummy = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+    params = model.init({"params": init_rng}, dummy, train=False)["params"]
+    unboxed = nn.unbox(params)
+    opt_state = tx.init(unboxed)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params if boxed else unboxed,
+                      opt_state=opt_state, rng=jax.random.key_data(train_rng))
+  return init
+
+
+def setup(config: ml_collections.ConfigDict, source: sources.Source) -> Setup:
+  """Phases 1-3: mesh, model, optimizer, and the shardings of every leaf of the state."""
+  mesh = parallel.make_mesh(dict(config.mesh))
+  rules = parallel.rules_for(config.sharding)
+  if config.batch_size % mesh.devices.size and config.train.accum_steps == 1:
+    raise ValueError(f"batch_size {config.batch_size} is not divisible by {mesh.devices.size} devices")
+  model = build_model(config, source.num_classes)
+  steps = total_steps(config, source.num_examples(config.data.train_split))
+  tx, schedule = make_optimizer(config.optim, steps)
+  init = _init_fn(model, tx, config.data.image_size, config.seed)
+  boxed = jax.eval_shape(lambda: init(boxed=True))
+  param_shardings = parallel.logical_shardings(boxed.params, mesh, rules)
+  abstract_params = nn.unbox(boxed.params)
+  opt_shardings = optax.tree_map_params(
+      tx, lambda _, sharding: sharding, boxed.opt_state, param_shardings,
+      transform_non_params=lambda _: parallel.replicated(mesh))
+  replicated = parallel.replicated(mesh)
+  shardings = TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings,
+                         rng=replicated)
+  abstract = jax.tree.map(
+      lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
+      boxed.replace(params=abstract_params), shardings)
+  return Setup(model, tx, schedule, mesh, rules, shardings, abstract, steps, source.num_classes)
+
+
+def initial_state(config, s: Setup, ckpt: "checkpoint.Checkpointer") -> tuple[TrainState, int]:
+  """Phase 4: resume from the workdir if it has a checkpoint, else init (and load pretrained weights)."""
+  if ckpt.latest_step() is not None:
+    state, extra = ckpt.restore(abstract_state=s.abstract_state)
+    logging.info("resumed from step %d", int(state.step))
+    return state, int(extra.get("data_position", int(state.step)))
+  init = _init_fn(s.model, s.tx, config.data.image_size, config.seed)
+  with parallel.activate(s.mesh, s.rules):
+    state = jax.jit(lambda: init(boxed=False), out_shardings=s.state_shardings)()
+  if config.init_from:
+    host_params = jax.device_get(state.params)
+    params, report = checkpoint.load_pretrained(
+        host_params, config.init_from,
+        has_class_token=s.model.classifier == "token",
+        keep_pre_logits=s.model.representation_size is not None)
+    print(report.format())
+    params = jax.device_put(params, s.state_shardings.params)
+    opt_state = jax.jit(s.tx.init, out_shardings=s.state_shardings.opt_state)(params)
+    state = state.replace(params=params, opt_state=opt_state)
+  return state, 0
+
+
+def evaluate(config, s: Setup, params, source: sources.Source, split: str) -> dict[str, float]:
+  """Top-1 accuracy and mean loss over every example of a split (padded batches, masked)."""
+  eval_step = jax.jit(make_eval_step(s.model))
+  totals = {"correct": 0.0, "loss_sum": 0.0, "count": 0.0}
+  batches = pipeline.eval_batches(
+      config.data, source=source, split=split, batch_size=config.eval_batch_size,
+      image_size=config.data.image_size, process_index=jax.process_index(),
+      process_count=jax.process_count())
+  with parallel.activate(s.mesh, s.rules):
+    for local in batches:
+      sums = eval_step(params, parallel.global_batch(local, s.mesh, s.rules))
+      for key, value in jax.device_get(sums).items():
+        totals[key] += float(value)
+  count = max(totals["count"], 1.0)
+  return {"accuracy": totals["correct"] / count, "loss": totals["loss_sum"] / count,
+          "examples": totals["count"]}
+
+
+class _Preemption:
+  """Turns SIGTERM (the preemption notice) into a flag the loop checks, so it can save before exiting."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread: leave signals alone
+      self._previous = None
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains (resuming if the workdir has a checkpoint), evaluates on the test split, returns final metrics."""
+  source = sources.get_source(config.data)
+  s = setup(config, source)
+  is_main = jax.process_index() == 0
+  log = MetricLog(workdir, enabled=is_main)
+  ckpt = checkpoint.Checkpointer(
+      os.path.join(workdir, "checkpoints"), save_every=config.train.checkpoint_every,
+      keep=config.train.keep_checkpoints)
+  state, position = initial_state(config, s, ckpt)
+  n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(s.abstract_state.params))
+  print(f"{config.model_name}: {n_params:,} parameters; mesh {dict(s.mesh.shape)} ({config.sharding}); "
+        f"{s.total_steps} steps of batch {config.batch_size}")
+
+  train_step = jax.jit(
+      make_train_step(s.model, s.tx, s.schedule, label_smoothing=config.train.label_smoothing,
+                      accum_steps=config.train.accum_steps),
+      in_shardings=(s.state_shardings, None), out_shardings=(s.state_shardings, None),
+      donate_argnums=(0,))
+  batches = pipeline.train_batches(
+      config.data, source=source, batch_size=config.batch_size, image_size=config.data.image_size,
+      seed=config.seed, start_step=position, process_index=jax.process_index(),
+      process_count=jax.process_count(), augment=config.data.augment)
+
+  step = int(jax.device_get(state.step))
+  progress = tqdm.tqdm(total=s.total_steps, initial=step, disable=not is_main, unit="step",
+                       dynamic_ncols=True)
+  window_start, window_steps = time.perf_counter(), 0
+  with _Preemption() as preemption, parallel.activate(s.mesh, s.rules):
+    while step < s.total_steps:
+      batch = parallel.global_batch(next(batches), s.mesh, s.rules)
+      state, metrics = train_step(state, batch)
+      step += 1
+      window_steps += 1
+      progress.update(1)
+      if step % config.train.log_every == 0 or step == s.total_steps:
+        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        if not np.isfinite(metrics["loss"]):
+          raise FloatingPointError(
+              f"loss is {metrics['loss']} at step {step}; lower optim.learning_rate or enable "
+              "optim.grad_clip_norm, and resume from the last checkpoint")
+        elapsed = time.perf_counter() - window_start
+        metrics["images_per_sec"] = window_steps * config.batch_size / max(elapsed, 1e-9)
+        log.write(step, metrics)
+        progress.set_postfix(loss=f"{metrics['loss']:.4f}", acc=f"{metrics['accuracy']:.3f}")
+        window_start, window_steps = time.perf_counter(), 0
+      if config.train.eval_every and step % config.train.eval_every == 0 and step < s.total_steps:
+        result = evaluate(config, s, state.params, source, config.data.test_split)
+        log.write(step, {f"test_{k}": v for k, v in result.items()})
+      if step % config.train.checkpoint_every == 0 or step == s.total_steps or preemption.requested:
+        ckpt.save(step, state, {"data_position": step})
+      if preemption.requested:
+        ckpt.wait_until_finished()
+        progress.close()
+        raise SystemExit(f"preempted (SIGTERM): saved step {step}; rerun the same command to resume")
+  progress.close()
+  ckpt.wait_until_finished()
+  result = evaluate(config, s, state.params, source, config.data.test_split)
+  log.write(step, {f"test_{k}": v for k, v in result.items()})
+  log.close()
+  ckpt.close()
+  return {"step": step, **{f"test_{k}": v for k, v in result.items()}}
