@@ -1,0 +1,65 @@
+"""Specification of configs: locked keys, durations in steps/epochs/examples, the shipped config files."""
+import importlib.util
+import pathlib
+
+import pytest
+
+from vit_jax.configuration import base_config, model_overrides, total_steps
+
+CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
+
+
+def load_config_file(name, arg):
+  spec = importlib.util.spec_from_file_location(name, CONFIGS / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def test_unknown_key_in_a_locked_config_is_an_error_naming_it():
+  config = base_config().lock()
+  with pytest.raises(AttributeError, match="bath_size"):
+    config.bath_size = 3
+  with pytest.raises(AttributeError, match="lerning_rate"):
+    config.optim.lerning_rate = 0.1
+
+
+def test_durations_in_steps_epochs_or_examples():
+  config = base_config()
+  config.batch_size = 100
+  config.train.steps = 7
+  assert total_steps(config, 1000) == 7
+  config.train.steps, config.train.epochs = 0, 2.5
+  assert total_steps(config, 1000) == 25
+  config.train.epochs, config.train.examples = 0.0, 1050
+  assert total_steps(config, 1000) == 11
+
+
+def test_exactly_one_duration_must_be_set():
+  config = base_config()
+  with pytest.raises(ValueError, match="exactly one of"):
+    total_steps(config, 1000)
+  config.train.steps, config.train.epochs = 5, 1.0
+  with pytest.raises(ValueError, match="exactly one of"):
+    total_steps(config, 1000)
+
+
+def test_model_overrides_are_only_the_fields_set():
+  config = base_config()
+  assert model_overrides(config) == {}
+  config.model.hidden_size = 64
+  config.model.gelu_approximate = False
+  assert model_overrides(config) == {"hidden_size": 64, "gelu_approximate": False}
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "finetune"])
+def test_default_job_configs_are_locked_and_complete(stage):
+  config = load_config_file("default", stage)
+  assert config.is_locked
+  assert config.data.source == "digits"
+  assert total_steps(config, 1437) > 0
+
+
+def test_default_finetune_doubles_the_resolution():
+  assert (load_config_file("default", "finetune").data.image_size
+          == 2 * load_config_file("default", "pretrain").data.image_size)
