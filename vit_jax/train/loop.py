@@ -82,7 +82,8 @@ def setup(config: ml_collections.ConfigDict, source: sources.Source) -> Setup:
   return Setup(model, tx, schedule, mesh, rules, shardings, abstract, steps, source.num_classes)
 
 
-def initial_state(config, s: Setup, ckpt: "checkpoint.Checkpointer") -> tuple[TrainState, int]:
+def initial_state(config, s: Setup, ckpt: "checkpoint.Checkpointer", workdir: str
+                  ) -> tuple[TrainState, int]:
   """Phase 4: resume from the workdir if it has a checkpoint, else init (and load pretrained weights)."""
   if ckpt.latest_step() is not None:
     state, extra = ckpt.restore(abstract_state=s.abstract_state)
@@ -97,7 +98,10 @@ def initial_state(config, s: Setup, ckpt: "checkpoint.Checkpointer") -> tuple[Tr
         host_params, config.init_from,
         has_class_token=s.model.classifier == "token",
         keep_pre_logits=s.model.representation_size is not None)
-    print(report.format())
+    print(report.format(list_loaded=False))
+    if jax.process_index() == 0:
+      with open(os.path.join(workdir, "init_report.txt"), "w") as f:
+        f.write(report.format() + "\n")
     params = jax.device_put(params, s.state_shardings.params)
     opt_state = jax.jit(s.tx.init, out_shardings=s.state_shardings.opt_state)(params)
     state = state.replace(params=params, opt_state=opt_state)
@@ -154,7 +158,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   ckpt = checkpoint.Checkpointer(
       os.path.join(workdir, "checkpoints"), save_every=config.train.checkpoint_every,
       keep=config.train.keep_checkpoints)
-  state, position = initial_state(config, s, ckpt)
+  state, position = initial_state(config, s, ckpt, workdir)
   n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(s.abstract_state.params))
   print(f"{config.model_name}: {n_params:,} parameters; mesh {dict(s.mesh.shape)} ({config.sharding}); "
         f"{s.total_steps} steps of batch {config.batch_size}")
@@ -194,8 +198,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if config.train.eval_every and step % config.train.eval_every == 0 and step < s.total_steps:
         result = evaluate(config, s, state.params, source, config.data.test_split)
         log.write(step, {f"test_{k}": v for k, v in result.items()})
-      if step % config.train.checkpoint_every == 0 or step == s.total_steps or preemption.requested:
-        ckpt.save(step, state, {"data_position": step})
+      # The manager saves every checkpoint_every steps; the last step and a preemption always save.
+      ckpt.save(step, state, {"data_position": step},
+                force=step == s.total_steps or preemption.requested)
       if preemption.requested:
         ckpt.wait_until_finished()
         progress.close()

@@ -1,0 +1,117 @@
+"""load_pretrained: fine-tuning load with head reset, pre_logits drop/keep and posemb resize."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vit_jax.checkpoint import load_pretrained, resize_posemb
+from vit_jax.export import save_npz
+
+from .tiny import init_params
+
+POSEMB = ("Transformer", "posembed_input", "pos_embedding")
+
+
+def get(tree, path):
+  for key in path:
+    tree = tree[key]
+  return tree
+
+
+def leaves_by_path(tree):
+  return {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def test_finetune_at_higher_resolution_with_new_head(tmp_path):
+  _, pretrained = init_params(num_classes=10)  # 16 px, 4x4 grid + cls.
+  _, fresh = init_params(seed=1, num_classes=5, image_size=32)  # 8x8 grid + cls.
+  save_npz(pretrained, tmp_path / "pre.npz")
+  params, report = load_pretrained(fresh, tmp_path / "pre.npz", has_class_token=True,
+                                   keep_pre_logits=False)
+  posemb, old = get(params, POSEMB), get(pretrained, POSEMB)
+  assert old.shape == (1, 17, 32) and posemb.shape == (1, 65, 32)
+  np.testing.assert_array_equal(posemb[:, :1], old[:, :1])
+  np.testing.assert_array_equal(posemb, resize_posemb(old, 65, True))
+  np.testing.assert_array_equal(params["head"]["kernel"], fresh["head"]["kernel"])
+  np.testing.assert_array_equal(params["head"]["bias"], fresh["head"]["bias"])
+  got, want = leaves_by_path(params), leaves_by_path(pretrained)
+  assert set(got) == set(leaves_by_path(fresh))
+  for key, value in got.items():
+    if "head" not in key and "pos_embedding" not in key:
+      assert value.dtype == want[key].dtype
+      np.testing.assert_array_equal(value, want[key], err_msg=key)
+  assert report.resized == [("Transformer/posembed_input/pos_embedding", (1, 17, 32), (1, 65, 32))]
+  assert report.reset == ["head/bias", "head/kernel"]
+  assert report.ignored == []
+  assert len(report.loaded) == len(got) - 3
+  text = report.format()
+  assert "resized  Transformer/posembed_input/pos_embedding  (1, 17, 32) -> (1, 65, 32)" in text
+  assert "reset    head/kernel" in text
+  assert "loaded   Transformer/encoderblock_1/MlpBlock_0/Dense_0/kernel" in text
+
+
+def test_result_applies_in_the_new_model():
+  _, pretrained = init_params(num_classes=10)
+  model, _ = init_params(num_classes=5, image_size=32)
+  fresh = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
+  fresh = nn.unbox(fresh)
+  params, _ = load_pretrained(fresh, pretrained, has_class_token=True, keep_pre_logits=False)
+  np.testing.assert_array_equal(params["head"]["kernel"], np.zeros((32, 5)))  # Fresh init: zeros.
+  logits = jax.jit(model.apply)({"params": params}, jnp.ones((2, 32, 32, 3)))
+  assert logits.shape == (2, 5)
+  np.testing.assert_array_equal(logits, 0.0)  # Zero head kernel and bias.
+
+
+def test_gap_model_has_no_class_token_row():
+  _, pretrained = init_params(num_classes=10, classifier="gap")
+  _, fresh = init_params(seed=1, num_classes=10, classifier="gap", image_size=32)
+  params, report = load_pretrained(fresh, pretrained, has_class_token=False, keep_pre_logits=False)
+  assert get(params, POSEMB).shape == (1, 64, 32)
+  np.testing.assert_array_equal(get(params, POSEMB), resize_posemb(get(pretrained, POSEMB), 64, False))
+  assert [key for key, _, _ in report.resized] == ["Transformer/posembed_input/pos_embedding"]
+
+
+def test_pre_logits_dropped_when_the_new_model_has_none():
+  _, pretrained = init_params(num_classes=10, representation_size=32)
+  _, fresh = init_params(seed=1, num_classes=5)
+  params, report = load_pretrained(fresh, pretrained, has_class_token=True, keep_pre_logits=False)
+  assert "pre_logits" not in params
+  assert report.ignored == ["pre_logits/bias", "pre_logits/kernel"]
+  assert "ignored  pre_logits/kernel" in report.format()
+
+
+def test_pre_logits_kept_when_the_new_model_has_one():
+  _, pretrained = init_params(num_classes=10, representation_size=32)
+  _, fresh = init_params(seed=1, num_classes=5, representation_size=32)
+  params, report = load_pretrained(fresh, pretrained, has_class_token=True, keep_pre_logits=True)
+  np.testing.assert_array_equal(params["pre_logits"]["kernel"], pretrained["pre_logits"]["kernel"])
+  assert "pre_logits/kernel" in report.loaded
+  params, report = load_pretrained(fresh, pretrained, has_class_token=True, keep_pre_logits=False)
+  np.testing.assert_array_equal(params["pre_logits"]["kernel"], fresh["pre_logits"]["kernel"])
+  assert "pre_logits/kernel" in report.reset
+  with pytest.raises(ValueError, match="new model has no pre_logits"):
+    load_pretrained(init_params(num_classes=5)[1], pretrained, has_class_token=True,
+                    keep_pre_logits=True)
+
+
+@pytest.mark.parametrize("name,overrides,expected", [
+    ("ViT-tiny/4", {}, r"Transformer/encoder_norm/bias: checkpoint \(64,\), model \(32,\)"),
+    ("ViT-micro/4", {"num_layers": 1},
+     r"Transformer/encoderblock_1/LayerNorm_0/bias: checkpoint missing, model \(32,\)"),
+    ("ViT-micro/4", {"num_layers": 3},
+     r"Transformer/encoderblock_2/\S+: checkpoint \(.*\), model has no such parameter"),
+])
+def test_another_architecture_is_rejected_naming_params(name, overrides, expected):
+  _, pretrained = init_params(name, num_classes=10, **overrides)
+  _, fresh = init_params(seed=1, num_classes=5)
+  with pytest.raises(ValueError, match=expected) as error:
+    load_pretrained(fresh, pretrained, has_class_token=True, keep_pre_logits=False)
+  assert "another architecture" in str(error.value)
+
+
+def test_mismatched_class_token_setting_is_a_clear_error():
+  _, pretrained = init_params(num_classes=10)
+  _, fresh = init_params(seed=1, num_classes=5, image_size=32)
+  with pytest.raises(ValueError, match="cannot resize Transformer/posembed_input/pos_embedding"):
+    load_pretrained(fresh, pretrained, has_class_token=False, keep_pre_logits=False)

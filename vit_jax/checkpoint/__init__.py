@@ -1,0 +1,21 @@
+"""Checkpoints: the Orbax training manager, params-only restore, public npz import, fine-tuning load.
+
+  Checkpointer          Orbax manager for TrainState + JSON extra (async, atomic, keep K, skips corrupt).
+  restore_params        params only (numpy, host) from a workdir, Orbax step dir or .npz.
+  load_npz              the public vit_jax npz format -> Linen-named params.
+  load_pretrained       fine-tuning load: head reset, pre_logits drop/keep, posemb resize.
+  resize_posemb         2D position-embedding interpolation with the reference semantics.
+"""
+from vit_jax.checkpoint.manager import CHECKPOINT_SUBDIR
+from vit_jax.checkpoint.manager import Checkpointer
+from vit_jax.checkpoint.manager import checkpoint_directory
+from vit_jax.checkpoint.npz import load_npz
+from vit_jax.checkpoint.params import restore_params
+from vit_jax.checkpoint.posemb import resize_posemb
+from vit_jax.checkpoint.pretrained import LoadReport
+from vit_jax.checkpoint.pretrained import load_pretrained
+
+__all__ = [
+    "CHECKPOINT_SUBDIR", "Checkpointer", "LoadReport", "checkpoint_directory", "load_npz",
+    "load_pretrained", "resize_posemb", "restore_params",
+]

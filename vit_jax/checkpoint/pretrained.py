@@ -1,0 +1,119 @@
+"""Fine-tuning load: pretrained params into a new model's init, with head reset and posemb resize.
+
+Follows the reference vit_jax `load_pretrained`: the head is always the fresh init (zeros kernel),
+pre_logits is dropped unless the new model keeps a representation layer, and the position embedding
+is resized in 2D when the token count differs. Anything else that differs is an error.
+"""
+import dataclasses
+import os
+from typing import Any, Mapping, Union
+
+import flax.linen as nn
+import numpy as np
+
+from vit_jax.checkpoint import naming
+from vit_jax.checkpoint.params import restore_params
+from vit_jax.checkpoint.posemb import resize_posemb
+
+POSEMB = "Transformer/posembed_input/pos_embedding"
+HEAD, PRE_LOGITS = "head", "pre_logits"
+Shape = tuple[int, ...]
+
+
+@dataclasses.dataclass
+class LoadReport:
+  """What load_pretrained did with each parameter, for the log."""
+  source: str
+  loaded: list[str] = dataclasses.field(default_factory=list)
+  resized: list[tuple[str, Shape, Shape]] = dataclasses.field(default_factory=list)
+  reset: list[str] = dataclasses.field(default_factory=list)
+  ignored: list[str] = dataclasses.field(default_factory=list)
+
+  def format(self, *, list_loaded: bool = True) -> str:
+    """A key-by-key text: one line per parameter, grouped by what happened to it.
+
+    With list_loaded=False the (usually long and unsurprising) loaded keys are only counted.
+    """
+    lines = [f"Pretrained params from {self.source}: {len(self.loaded)} loaded, "
+             f"{len(self.resized)} resized, {len(self.reset)} reset to init, "
+             f"{len(self.ignored)} ignored."]
+    if list_loaded:
+      lines += [f"  loaded   {key}" for key in self.loaded]
+    lines += [f"  resized  {key}  {old} -> {new}" for key, old, new in self.resized]
+    lines += [f"  reset    {key}  (fresh init)" for key in self.reset]
+    lines += [f"  ignored  {key}  (not in the new model)" for key in self.ignored]
+    return "\n".join(lines)
+
+
+def _top(key: str) -> str:
+  return key.split("/", 1)[0]
+
+
+def _mismatch_error(source: str, mismatches: list[tuple[str, Any, Any]]) -> ValueError:
+  # Shape mismatches first: they say most about the architecture.
+  mismatches = sorted(mismatches, key=lambda m: (isinstance(m[1], str) or isinstance(m[2], str)))
+  shown = "\n".join(f"  {key}: checkpoint {old}, model {new}" for key, old, new in mismatches[:8])
+  more = f"\n  ... and {len(mismatches) - 8} more" if len(mismatches) > 8 else ""
+  return ValueError(
+      f"checkpoint {source} does not fit the model: {len(mismatches)} parameter(s) differ beyond the "
+      f"head and position embedding:\n{shown}{more}\nIt was probably trained with another "
+      "architecture (hidden size, depth, heads, patch size, classifier); create the model with the "
+      "checkpoint's architecture.")
+
+
+def load_pretrained(init_params: Mapping[str, Any], source_path: Union[str, os.PathLike, Mapping],
+                    *, has_class_token: bool, keep_pre_logits: bool) -> tuple[dict, LoadReport]:
+  """Merges pretrained params into `init_params` for fine-tuning; returns (numpy params, report).
+
+  Args:
+    init_params: the new model's freshly initialized params (concrete values; flax logical boxes are
+      unboxed here, but callers should pass `nn.unbox(variables['params'])`).
+    source_path: a training workdir, Orbax step dir or .npz file (see restore_params), or an
+      already-loaded params dict.
+    has_class_token: whether the new model has a class token (config classifier == 'token').
+    keep_pre_logits: keep the pretrained representation layer; requires the new model to have one.
+  """
+  init = naming.flatten(nn.meta.unbox(init_params))
+  if isinstance(source_path, Mapping):
+    source, pretrained = "<params dict>", naming.flatten(source_path)
+  else:
+    source, pretrained = os.fspath(source_path), naming.flatten(restore_params(source_path))
+  has_pre_logits = any(_top(key) == PRE_LOGITS for key in init)
+  if keep_pre_logits and not has_pre_logits:
+    raise ValueError("keep_pre_logits=True but the new model has no pre_logits layer; set "
+                     "representation_size in the model config or pass keep_pre_logits=False")
+  report, params, mismatches = LoadReport(source), {}, []
+  for key, fresh in init.items():
+    fresh = np.asarray(fresh)
+    top = _top(key)
+    reset = top == HEAD or (top == PRE_LOGITS and (not keep_pre_logits or key not in pretrained))
+    if reset:
+      params[key] = fresh
+      report.reset.append(key)
+      continue
+    if key not in pretrained:
+      mismatches.append((key, "missing", fresh.shape))
+      continue
+    value = np.asarray(pretrained[key])
+    if key == POSEMB and value.shape != fresh.shape and value.shape[-1] == fresh.shape[-1]:
+      old_shape = value.shape
+      try:
+        value = resize_posemb(value, fresh.shape[1], has_class_token)
+      except ValueError as e:
+        raise ValueError(f"cannot resize {key} from {source}: {e}") from e
+      report.resized.append((key, old_shape, value.shape))
+    elif value.shape != fresh.shape:
+      mismatches.append((key, value.shape, fresh.shape))
+      continue
+    else:
+      report.loaded.append(key)
+    params[key] = value.astype(fresh.dtype, copy=False)
+  for key in pretrained:
+    if key not in init:
+      if _top(key) in (HEAD, PRE_LOGITS):
+        report.ignored.append(key)
+      else:
+        mismatches.append((key, np.shape(pretrained[key]), "has no such parameter"))
+  if mismatches:
+    raise _mismatch_error(source, mismatches)
+  return naming.unflatten(params), report
