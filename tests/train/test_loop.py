@@ -1,0 +1,86 @@
+"""Specification of the trainer loop: metrics files, checkpoints, exact resume, fine-tuning from a run."""
+import importlib.util
+import json
+import os
+import pathlib
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from vit_jax import checkpoint
+from vit_jax.train.loop import train_and_evaluate
+
+CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
+
+
+def default_config(stage, **train):
+  spec = importlib.util.spec_from_file_location("default_config", CONFIGS / "default.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(stage)
+  config.model_name = "ViT-micro/4"
+  config.batch_size = 32
+  config.eval_batch_size = 128
+  config.train.epochs = 0.0
+  config.train.update(train)
+  config.optim.warmup_steps = 1
+  return config
+
+
+@pytest.fixture(scope="module")
+def six_step_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("straight")
+  result = train_and_evaluate(default_config("pretrain", steps=6, log_every=2, checkpoint_every=3),
+                              str(workdir))
+  return workdir, result
+
+
+def final_params(workdir):
+  return checkpoint.restore_params(workdir)
+
+
+def test_run_writes_metrics_checkpoints_and_tensorboard(six_step_run):
+  workdir, result = six_step_run
+  assert result["step"] == 6 and 0.0 <= result["test_accuracy"] <= 1.0
+  assert result["test_examples"] == 359  # every test example exactly once
+  records = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+  train = [r for r in records if "loss" in r]
+  assert [r["step"] for r in train] == [2, 4, 6]
+  for key in ("loss", "accuracy", "learning_rate", "grad_norm", "images_per_sec"):
+    assert all(np.isfinite(r[key]) for r in train), key
+  assert any("test_accuracy" in r for r in records)
+  assert os.listdir(workdir / "tensorboard")
+  assert checkpoint.Checkpointer(workdir / "checkpoints").all_steps() == [3, 6]
+
+
+def test_restart_continues_from_the_saved_step_to_the_same_result(six_step_run, tmp_path):
+  straight, _ = six_step_run
+  interrupted = tmp_path / "interrupted"
+  shutil.copytree(straight, interrupted)
+  shutil.rmtree(interrupted / "checkpoints" / "6")  # as if the job died after step 3 was saved
+  result = train_and_evaluate(default_config("pretrain", steps=6, log_every=2, checkpoint_every=3),
+                              str(interrupted))
+  assert result["step"] == 6
+  jax.tree.map(np.testing.assert_array_equal, final_params(straight), final_params(interrupted))
+
+
+def test_finished_run_restarted_does_not_train_again(six_step_run):
+  workdir, first = six_step_run
+  again = train_and_evaluate(default_config("pretrain", steps=6, log_every=2, checkpoint_every=3),
+                             str(workdir))
+  assert again["step"] == 6 and again["test_accuracy"] == pytest.approx(first["test_accuracy"])
+
+
+def test_finetune_from_a_workdir_resizes_position_embeddings(six_step_run, tmp_path):
+  pretrained, _ = six_step_run
+  config = default_config("finetune", steps=2, log_every=1, checkpoint_every=2)
+  config.init_from = str(pretrained)
+  result = train_and_evaluate(config, str(tmp_path / "ft"))
+  assert result["step"] == 2
+  report = (tmp_path / "ft" / "init_report.txt").read_text()
+  assert "resized  Transformer/posembed_input/pos_embedding  (1, 17, 32) -> (1, 65, 32)" in report
+  assert "reset    head/kernel" in report
+  params = final_params(tmp_path / "ft")
+  assert params["Transformer"]["posembed_input"]["pos_embedding"].shape == (1, 65, 32)
