@@ -12,7 +12,7 @@ def get_config(stage="pretrain"):
   config.model_name = "ViT-tiny/4"
   config.data.source = "digits"
   config.data.augment.crop = "inception"
-  config.data.augment.area_min = 0.5
+  config.data.augment.area_min = 0.8   # an 8x8 digit loses its identity under small crops
   config.data.augment.flip = False      # a mirrored digit is another glyph
   config.batch_size = 128
   config.eval_batch_size = 256
@@ -20,7 +20,7 @@ def get_config(stage="pretrain"):
   config.train.checkpoint_every = 200
   if stage == "pretrain":
     config.data.image_size = 16
-    config.train.epochs = 40.0
+    config.train.epochs = 60.0
     config.optim.name = "adamw"
     config.optim.learning_rate = 3e-3
     config.optim.warmup_steps = 30
@@ -28,7 +28,7 @@ def get_config(stage="pretrain"):
     config.model.dropout_rate = 0.0
   elif stage == "finetune":
     config.data.image_size = 32          # twice the resolution: position embeddings resized 4x4 -> 8x8
-    config.train.epochs = 10.0
+    config.train.epochs = 20.0
     config.optim.name = "sgd"
     config.optim.momentum = 0.9
     config.optim.learning_rate = 0.03
