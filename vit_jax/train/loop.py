@@ -61,8 +61,12 @@ def setup(config: ml_collections.ConfigDict, source: sources.Source) -> Setup:
   """Phases 1-3: mesh, model, optimizer, and the shardings of every leaf of the state."""
   mesh = parallel.make_mesh(dict(config.mesh))
   rules = parallel.rules_for(config.sharding)
-  if config.batch_size % mesh.devices.size and config.train.accum_steps == 1:
-    raise ValueError(f"batch_size {config.batch_size} is not divisible by {mesh.devices.size} devices")
+  batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
+  micro_batch, remainder = divmod(config.batch_size, config.train.accum_steps)
+  if remainder or micro_batch % batch_shards:
+    raise ValueError(
+        f"batch_size {config.batch_size} / train.accum_steps {config.train.accum_steps} must be a "
+        f"whole multiple of the {batch_shards} batch shards (mesh data x fsdp); adjust batch_size")
   model = build_model(config, source.num_classes)
   steps = total_steps(config, source.num_examples(config.data.train_split))
   tx, schedule = make_optimizer(config.optim, steps)
