@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from vit_jax.models.layers import EncoderBlock, constrain, layer_norm, logical
+from vit_jax.models.variant import Variant
 
 Dtype = Any
 
@@ -127,3 +128,27 @@ class VisionTransformer(nn.Module):
         kernel_init=logical(nn.initializers.zeros, (head_in, "classes")),
         bias_init=logical(nn.initializers.constant(self.head_bias_init), ("classes",)))(x)
     return x.astype(jnp.float32)
+
+
+def _vit(hidden_size, mlp_dim, num_heads, num_layers, patch_size, **extra):
+  return Variant(VisionTransformer, dict(
+      hidden_size=hidden_size, mlp_dim=mlp_dim, num_heads=num_heads, num_layers=num_layers,
+      patch_size=patch_size, **extra))
+
+
+# Dimensions from the ViT paper (Table 1) and the public vit_jax configs (Ti and S from DeiT/AugReg).
+VARIANTS: dict[str, Variant] = {
+    "ViT-Ti/16": _vit(192, 768, 3, 12, 16),
+    "ViT-S/16": _vit(384, 1536, 6, 12, 16),
+    "ViT-S/32": _vit(384, 1536, 6, 12, 32),
+    "ViT-B/8": _vit(768, 3072, 12, 12, 8),
+    "ViT-B/16": _vit(768, 3072, 12, 12, 16),
+    "ViT-B/32": _vit(768, 3072, 12, 12, 32),
+    "ViT-L/16": _vit(1024, 4096, 16, 24, 16),
+    "ViT-L/32": _vit(1024, 4096, 16, 24, 32),
+    "ViT-H/14": _vit(1280, 5120, 16, 32, 14),
+    # Small variants for tests and the embedded default job.
+    "ViT-testing": _vit(10, 10, 2, 1, 16),
+    "ViT-micro/4": _vit(32, 64, 2, 2, 4, image_size=16),
+    "ViT-tiny/4": _vit(64, 128, 4, 4, 4, image_size=16),
+}

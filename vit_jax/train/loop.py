@@ -49,11 +49,13 @@ def _init_fn(model: nn.Module, tx: optax.GradientTransformation, image_size: int
   def init(boxed: bool) -> TrainState:
     init_rng, train_rng = jax.random.split(jax.random.key(seed))
     dummy = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
-    params = model.init({"params": init_rng}, dummy, train=False)["params"]
+    variables = dict(model.init({"params": init_rng}, dummy, train=False))
+    params = variables.pop("params")
     unboxed = nn.unbox(params)
     opt_state = tx.init(unboxed)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params if boxed else unboxed,
-                      opt_state=opt_state, rng=jax.random.key_data(train_rng))
+                      opt_state=opt_state, rng=jax.random.key_data(train_rng),
+                      model_state=variables if boxed else nn.unbox(variables))
   return init
 
 
@@ -79,10 +81,11 @@ def setup(config: ml_collections.ConfigDict, source: sources.Source) -> Setup:
       transform_non_params=lambda _: parallel.replicated(mesh))
   replicated = parallel.replicated(mesh)
   shardings = TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings,
-                         rng=replicated)
+                         rng=replicated,
+                         model_state=parallel.logical_shardings(boxed.model_state, mesh, rules))
   abstract = jax.tree.map(
       lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
-      boxed.replace(params=abstract_params), shardings)
+      boxed.replace(params=abstract_params, model_state=nn.unbox(boxed.model_state)), shardings)
   return Setup(model, tx, schedule, mesh, rules, shardings, abstract, steps, source.num_classes)
 
 
@@ -112,7 +115,8 @@ def initial_state(config, s: Setup, ckpt: "checkpoint.Checkpointer", workdir: st
   return state, 0
 
 
-def evaluate(config, s: Setup, params, source: sources.Source, split: str) -> dict[str, float]:
+def evaluate(config, s: Setup, state: TrainState, source: sources.Source, split: str
+             ) -> dict[str, float]:
   """Top-1 accuracy and mean loss over every example of a split (padded batches, masked)."""
   eval_step = jax.jit(make_eval_step(s.model))
   totals = {"correct": 0.0, "loss_sum": 0.0, "count": 0.0}
@@ -122,7 +126,8 @@ def evaluate(config, s: Setup, params, source: sources.Source, split: str) -> di
       process_count=jax.process_count())
   with parallel.activate(s.mesh, s.rules):
     for local in batches:
-      sums = eval_step(params, parallel.global_batch(local, s.mesh, s.rules))
+      variables = {"params": state.params, **state.model_state}
+      sums = eval_step(variables, parallel.global_batch(local, s.mesh, s.rules))
       for key, value in jax.device_get(sums).items():
         totals[key] += float(value)
   count = max(totals["count"], 1.0)
@@ -200,7 +205,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         progress.set_postfix(loss=f"{metrics['loss']:.4f}", acc=f"{metrics['accuracy']:.3f}")
         window_start, window_steps = time.perf_counter(), 0
       if config.train.eval_every and step % config.train.eval_every == 0 and step < s.total_steps:
-        result = evaluate(config, s, state.params, source, config.data.test_split)
+        result = evaluate(config, s, state, source, config.data.test_split)
         log.write(step, {f"test_{k}": v for k, v in result.items()})
       # The manager saves every checkpoint_every steps; the last step and a preemption always save.
       ckpt.save(step, state, {"data_position": step},
@@ -211,7 +216,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         raise SystemExit(f"preempted (SIGTERM): saved step {step}; rerun the same command to resume")
   progress.close()
   ckpt.wait_until_finished()
-  result = evaluate(config, s, state.params, source, config.data.test_split)
+  result = evaluate(config, s, state, source, config.data.test_split)
   log.write(step, {f"test_{k}": v for k, v in result.items()})
   log.close()
   ckpt.close()

@@ -26,10 +26,15 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule
   """Builds the step. With accum_steps > 1 the batch is split into micro-batches whose gradients are
   averaged before a single optimizer update (same result as one big batch, less activation memory)."""
 
-  def loss_fn(params, images, labels, rng):
-    logits = model.apply({"params": params}, images, train=True, rngs={"dropout": rng})
+  def loss_fn(params, model_state, images, labels, rng):
+    variables = {"params": params, **model_state}
+    if model_state:  # e.g. BatchNorm statistics, updated by the forward pass
+      logits, model_state = model.apply(variables, images, train=True, rngs={"dropout": rng},
+                                        mutable=list(model_state))
+    else:
+      logits = model.apply(variables, images, train=True, rngs={"dropout": rng})
     loss = jnp.mean(classification_loss(logits, labels, label_smoothing))
-    return loss, jnp.mean(accuracy_hits(logits, labels))
+    return loss, (jnp.mean(accuracy_hits(logits, labels)), model_state)
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
@@ -37,7 +42,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule
     rng, step_rng = jax.random.split(jax.random.wrap_key_data(state.rng))
     images, labels = batch["image"], batch["label"]
     if accum_steps == 1:
-      (loss, acc), grads = grad_fn(state.params, images, labels, step_rng)
+      (loss, (acc, model_state)), grads = grad_fn(
+          state.params, state.model_state, images, labels, step_rng)
     else:
       if images.shape[0] % accum_steps:
         raise ValueError(f"batch size {images.shape[0]} is not divisible by accum_steps={accum_steps}")
@@ -45,13 +51,16 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule
       micro_images, micro_labels = micro(images), micro(labels)
 
       def accumulate(carry, inputs):
+        sums, model_state = carry
         index, (mi, ml) = inputs
-        (loss_i, acc_i), grads_i = grad_fn(state.params, mi, ml, jax.random.fold_in(step_rng, index))
-        return jax.tree.map(jnp.add, carry, (loss_i, acc_i, grads_i)), None
+        (loss_i, (acc_i, model_state)), grads_i = grad_fn(
+            state.params, model_state, mi, ml, jax.random.fold_in(step_rng, index))
+        return (jax.tree.map(jnp.add, sums, (loss_i, acc_i, grads_i)), model_state), None
 
       zeros = (jnp.zeros(()), jnp.zeros(()), jax.tree.map(jnp.zeros_like, state.params))
-      (loss, acc, grads), _ = jax.lax.scan(
-          accumulate, zeros, (jnp.arange(accum_steps), (micro_images, micro_labels)))
+      ((loss, acc, grads), model_state), _ = jax.lax.scan(
+          accumulate, (zeros, state.model_state),
+          (jnp.arange(accum_steps), (micro_images, micro_labels)))
       loss, acc, grads = jax.tree.map(lambda x: x / accum_steps, (loss, acc, grads))
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -60,17 +69,20 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule
         "learning_rate": schedule(state.step),
     }
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                              rng=jax.random.key_data(rng))
+                              rng=jax.random.key_data(rng), model_state=model_state)
     return new_state, metrics
 
   return train_step
 
 
 def make_eval_step(model: nn.Module) -> Callable[[Any, Batch], dict[str, jax.Array]]:
-  """Sums of correct predictions, loss and real examples over a padded batch (mask 0 = padding)."""
+  """Sums of correct predictions, loss and real examples over a padded batch (mask 0 = padding).
 
-  def eval_step(params, batch: Batch):
-    logits = model.apply({"params": params}, batch["image"], train=False)
+  The step takes all variables: {'params': ..., plus any model state such as 'batch_stats'}.
+  """
+
+  def eval_step(variables, batch: Batch):
+    logits = model.apply(variables, batch["image"], train=False)
     mask = batch["mask"]
     loss = classification_loss(logits, batch["label"])
     return {

@@ -1,0 +1,4 @@
+"""Reference (PyTorch) weights into our Flax variables; one module per family lists its name mapping."""
+from vit_jax.convert.core import ConversionReport, Rule, from_torch, from_torch_variables
+
+__all__ = ["ConversionReport", "Rule", "from_torch", "from_torch_variables"]

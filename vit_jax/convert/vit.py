@@ -1,0 +1,79 @@
+"""The timm VisionTransformer -> vit_jax ViT mapping (shared/specs/ARCHITECTURES.md section 2.4)."""
+import re
+
+import numpy as np
+
+from vit_jax.convert.core import Rule, Transform, conv_kernel, identity, linear_kernel
+from vit_jax.models.vit import VisionTransformer
+
+
+def _qkv_kernel(part: int, num_heads: int) -> Transform:
+  """Fused qkv Linear weight (3*D, D), rows [q; k; v] -> one of them as DenseGeneral kernel (D, H, hd)."""
+  return lambda w: w.reshape(3, -1, w.shape[1])[part].T.reshape(w.shape[1], num_heads, -1)
+
+
+def _qkv_bias(part: int, num_heads: int) -> Transform:
+  """Fused qkv bias (3*D,) -> one of q/k/v as (H, hd)."""
+  return lambda b: b.reshape(3, num_heads, -1)[part]
+
+
+def _out_kernel(num_heads: int) -> Transform:
+  """Attention proj Linear weight (D_out, H*hd) -> DenseGeneral kernel (H, hd, D_out)."""
+  return lambda w: w.T.reshape(num_heads, -1, w.shape[0])
+
+
+# timm ViT options whose parameters have no counterpart in our model: converting without them would
+# silently compute a different function, so they are errors, each with what to do.
+_TIMM_VIT_UNSUPPORTED = {
+    r"^fc_norm\.": "a LayerNorm after pooling (timm fc_norm, the default with global_pool='avg'); our "
+                   "'gap' normalizes every token (encoder_norm) and then averages: build the timm model "
+                   "with fc_norm=False",
+    r"^norm_pre\.": "a LayerNorm before the blocks (timm pre_norm=True, CLIP style)",
+    r"\.ls[12]\.": "LayerScale (timm init_values)",
+    r"^reg_token$": "register tokens (timm reg_tokens)",
+    r"\.attn\.(q_norm|k_norm|norm)\.": "normalization inside attention (timm qk_norm / scale_attn_norm)",
+    r"\.mlp\.(norm|fc1_g|fc1_x)\.": "a gated or normalized MLP (timm SwiGLU / scale_mlp_norm)",
+    r"^attn_pool\.": "attention pooling (timm global_pool='map')",
+    r"^patch_embed\.norm\.": "a LayerNorm after the patch embedding",
+}
+
+
+def vit_rules(model: VisionTransformer, keys: set[str]) -> list[Rule]:
+  """The timm VisionTransformer <-> vit_jax mapping (ARCHITECTURES.md section 2.4)."""
+  for pattern, feature in _TIMM_VIT_UNSUPPORTED.items():
+    found = sorted(k for k in keys if re.search(pattern, k))
+    if found:
+      raise ValueError(f"the state dict holds {found[:4]}: {feature}, which {model.__class__.__name__} "
+                       "does not have.")
+  heads = model.num_heads
+  rules = [Rule("embedding/kernel", "patch_embed.proj.weight", conv_kernel),
+           Rule("embedding/bias", "patch_embed.proj.bias", identity),
+           Rule("cls", "cls_token", identity),
+           Rule("Transformer/posembed_input/pos_embedding", "pos_embed", identity)]
+
+  def layer_norm(ours, theirs):
+    return [Rule(f"{ours}/scale", f"{theirs}.weight", identity),
+            Rule(f"{ours}/bias", f"{theirs}.bias", identity)]
+
+  def dense(ours, theirs):
+    return [Rule(f"{ours}/kernel", f"{theirs}.weight", linear_kernel),
+            Rule(f"{ours}/bias", f"{theirs}.bias", identity)]
+
+  for i in range(model.num_layers):
+    ours, theirs = f"Transformer/encoderblock_{i}", f"blocks.{i}"
+    attn = f"{ours}/MultiHeadDotProductAttention_0"
+    rules += layer_norm(f"{ours}/LayerNorm_0", f"{theirs}.norm1")
+    for part, name in enumerate(("query", "key", "value")):
+      rules += [Rule(f"{attn}/{name}/kernel", f"{theirs}.attn.qkv.weight", _qkv_kernel(part, heads)),
+                Rule(f"{attn}/{name}/bias", f"{theirs}.attn.qkv.bias", _qkv_bias(part, heads))]
+    rules += [Rule(f"{attn}/out/kernel", f"{theirs}.attn.proj.weight", _out_kernel(heads)),
+              Rule(f"{attn}/out/bias", f"{theirs}.attn.proj.bias", identity)]
+    rules += layer_norm(f"{ours}/LayerNorm_1", f"{theirs}.norm2")
+    rules += dense(f"{ours}/MlpBlock_0/Dense_0", f"{theirs}.mlp.fc1")
+    rules += dense(f"{ours}/MlpBlock_0/Dense_1", f"{theirs}.mlp.fc2")
+  rules += layer_norm("Transformer/encoder_norm", "norm")
+  rules += dense("head", "head")
+  return rules  # pre_logits has no timm counterpart: it is reported missing when the model has one.
+
+
+CONVERTERS = {VisionTransformer: vit_rules}
