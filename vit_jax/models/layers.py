@@ -76,6 +76,7 @@ class HeadProjection(nn.Module):
   num_heads: int
   head_dim: int
   dtype: Dtype = jnp.float32
+  use_bias: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -83,9 +84,11 @@ class HeadProjection(nn.Module):
         "kernel",
         logical(nn.initializers.xavier_uniform(in_axis=0, out_axis=(1, 2)), ("embed", "heads", "kv")),
         (x.shape[-1], self.num_heads, self.head_dim))
+    y = jnp.einsum("...d,dhk->...hk", x, jnp.asarray(kernel, self.dtype))
+    if not self.use_bias:
+      return y
     bias = self.param("bias", logical(nn.initializers.zeros, ("heads", "kv")),
                       (self.num_heads, self.head_dim))
-    y = jnp.einsum("...d,dhk->...hk", x, jnp.asarray(kernel, self.dtype))
     return y + jnp.asarray(bias, self.dtype)
 
 
@@ -106,10 +109,16 @@ class HeadMerge(nn.Module):
 
 
 class MultiHeadDotProductAttention(nn.Module):
-  """Self-attention with separate query/key/value/out projections (the public checkpoint layout)."""
+  """Self-attention with separate query/key/value/out projections (the public checkpoint layout).
+
+  qkv_bias=False drops the q/k/v biases (TNT, T2T-ViT, LV-ViT); attention_scale replaces the default
+  head_dim**-0.5 (the released T2T-ViT checkpoints use hidden_size**-0.5).
+  """
   num_heads: int
   attention_dropout_rate: float = 0.0
   dtype: Dtype = jnp.float32
+  qkv_bias: bool = True
+  attention_scale: Optional[float] = None
 
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
@@ -121,9 +130,10 @@ class MultiHeadDotProductAttention(nn.Module):
     head_dim = features // self.num_heads
 
     def projection(name):
-      return HeadProjection(self.num_heads, head_dim, self.dtype, name=name)
+      return HeadProjection(self.num_heads, head_dim, self.dtype, self.qkv_bias, name=name)
 
-    q = projection("query")(x) * jnp.asarray(head_dim ** -0.5, self.dtype)
+    scale = head_dim ** -0.5 if self.attention_scale is None else self.attention_scale
+    q = projection("query")(x) * jnp.asarray(scale, self.dtype)
     k = projection("key")(x)
     v = projection("value")(x)
     q = constrain(q, ("batch", "length", "heads", "kv"))
@@ -136,7 +146,10 @@ class MultiHeadDotProductAttention(nn.Module):
 
 
 class EncoderBlock(nn.Module):
-  """Pre-norm transformer block: x + Attn(LN(x)), then x + MLP(LN(x)), each with optional drop-path."""
+  """Pre-norm transformer block: x + Attn(LN(x)), then x + MLP(LN(x)), each with optional drop-path.
+
+  residual_scale multiplies each branch before it is added (LV-ViT uses 1 / skip_lam).
+  """
   mlp_dim: int
   num_heads: int
   dropout_rate: float = 0.0
@@ -145,18 +158,24 @@ class EncoderBlock(nn.Module):
   gelu_approximate: bool = True
   layer_norm_epsilon: float = 1e-6
   dtype: Dtype = jnp.float32
+  qkv_bias: bool = True
+  attention_scale: Optional[float] = None
+  residual_scale: float = 1.0
 
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
     y = layer_norm(self.layer_norm_epsilon, self.dtype, "LayerNorm_0")(x)
     y = MultiHeadDotProductAttention(
-        self.num_heads, self.attention_dropout_rate, self.dtype,
-        name="MultiHeadDotProductAttention_0")(y, deterministic)
+        self.num_heads, self.attention_dropout_rate, self.dtype, self.qkv_bias,
+        self.attention_scale, name="MultiHeadDotProductAttention_0")(y, deterministic)
     y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
-    x = x + DropPath(self.drop_path_rate)(y, deterministic)
+    x = x + DropPath(self.drop_path_rate)(self._scaled(y), deterministic)
     x = constrain(x, ("batch", "length", "embed"))
     y = layer_norm(self.layer_norm_epsilon, self.dtype, "LayerNorm_1")(x)
     y = MlpBlock(self.mlp_dim, self.dropout_rate, self.gelu_approximate, self.dtype,
                  name="MlpBlock_0")(y, deterministic)
-    x = x + DropPath(self.drop_path_rate)(y, deterministic)
+    x = x + DropPath(self.drop_path_rate)(self._scaled(y), deterministic)
     return constrain(x, ("batch", "length", "embed"))
+
+  def _scaled(self, y: jax.Array) -> jax.Array:
+    return y if self.residual_scale == 1.0 else y * jnp.asarray(self.residual_scale, y.dtype)
