@@ -5,3 +5,55 @@ os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+import pytest  # noqa: E402  (after the environment is set)
+
+
+@pytest.fixture
+def train_losses():
+  """Runs a few sharded train steps of a config on learnable synthetic data; returns the losses.
+
+  Usage: `losses = train_losses(config, steps=8, num_classes=10)`; the config's model, mesh, sharding
+  and optimizer are used as they are (config.data.image_size sets the image size). Labels are the
+  brightest of `num_classes` horizontal bands, so any family can fit them in a few steps.
+  """
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+
+  from vit_jax import parallel  # pylint: disable=import-outside-toplevel
+  from vit_jax.train import loop  # pylint: disable=import-outside-toplevel
+  from vit_jax.train.step import make_train_step  # pylint: disable=import-outside-toplevel
+
+  def run(config, steps, num_classes=10, seed=0):
+    class Source:
+      def __init__(self):
+        self.num_classes = num_classes
+
+      def num_examples(self, split):
+        del split
+        return steps * config.batch_size
+
+    size = config.data.image_size
+    setup = loop.setup(config, Source())
+    init = loop._init_fn(setup.model, setup.tx, size, config.seed)  # pylint: disable=protected-access
+    step = jax.jit(make_train_step(setup.model, setup.tx, setup.schedule,
+                                   accum_steps=config.train.accum_steps),
+                   in_shardings=(setup.state_shardings, None),
+                   out_shardings=(setup.state_shardings, None), donate_argnums=(0,))
+    rng = np.random.RandomState(seed)
+    band = max(size // num_classes, 1)
+    losses = []
+    with parallel.activate(setup.mesh, setup.rules):
+      state = jax.jit(lambda: init(boxed=False), out_shardings=setup.state_shardings)()
+      for _ in range(steps):
+        labels = rng.randint(0, num_classes, config.batch_size).astype(np.int32)
+        images = rng.uniform(-1, 0, (config.batch_size, size, size, 3)).astype(np.float32)
+        for i, label in enumerate(labels):
+          images[i, label * band:(label + 1) * band] += 1.0
+        batch = parallel.global_batch({"image": images, "label": labels}, setup.mesh, setup.rules)
+        state, metrics = step(state, batch)
+        losses.append(float(metrics["loss"]))
+    return losses
+
+  return run
