@@ -44,6 +44,10 @@ def base_config() -> ml_collections.ConfigDict:
 
   config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   config.sharding = "data_parallel"   # data_parallel | fsdp | fsdp_tensor
+  # Under fsdp, tensors with fewer elements than fsdp_min_size stay replicated; a tensor of at least
+  # fsdp_check_size elements that the rules leave replicated fails the run (with the list).
+  config.fsdp_min_size = 16_384
+  config.fsdp_check_size = 262_144
   config.init_from = ""               # workdir, Orbax checkpoint or public-format .npz to fine-tune from
   return config
 

@@ -19,15 +19,16 @@ RULES: dict[str, tuple[tuple[str, Any], ...]] = {
     # Parameters replicated; the batch split over every device.
     "data_parallel": (
         ("batch", ("data", "fsdp")), ("length", None), ("embed", None), ("mlp", None),
-        ("heads", None), ("kv", None), ("classes", None)),
-    # Parameters and optimizer state split over fsdp along their hidden dimension.
+        ("heads", None), ("kv", None), ("classes", None), ("conv_in", None), ("conv_out", None)),
+    # Parameters and optimizer state split over fsdp along their hidden (or conv output) dimension.
     "fsdp": (
         ("batch", ("data", "fsdp")), ("length", None), ("embed", "fsdp"), ("mlp", None),
-        ("heads", None), ("kv", None), ("classes", None)),
+        ("heads", None), ("kv", None), ("classes", None), ("conv_in", None), ("conv_out", "fsdp")),
     # FSDP, plus attention heads and MLP hidden units split over tensor.
     "fsdp_tensor": (
         ("batch", ("data", "fsdp")), ("length", None), ("embed", "fsdp"), ("mlp", "tensor"),
-        ("heads", "tensor"), ("kv", None), ("classes", None)),
+        ("heads", "tensor"), ("kv", None), ("classes", None), ("conv_in", None),
+        ("conv_out", "fsdp")),
 }
 
 
@@ -71,6 +72,38 @@ def logical_shardings(boxed_tree: Any, mesh: Mesh, rules) -> Any:
   """NamedShardings for a tree whose leaves carry logical axis names (unnamed leaves replicate)."""
   specs = nn.get_partition_spec(boxed_tree)
   return nn.logical_to_mesh_sharding(specs, mesh, rules)
+
+
+def _fit(sharding: NamedSharding, shape: tuple[int, ...], mesh: Mesh, min_size: int) -> NamedSharding:
+  """Replicates a tensor below min_size elements, and any dimension its mesh axes do not divide."""
+  if math.prod(shape) < min_size:
+    return replicated(mesh)
+  spec = []
+  for dim, axes in zip(shape, tuple(sharding.spec) + (None,) * (len(shape) - len(sharding.spec))):
+    names = () if axes is None else (axes if isinstance(axes, tuple) else (axes,))
+    ways = math.prod(mesh.shape[name] for name in names)
+    spec.append(axes if ways and dim % ways == 0 else None)
+  return NamedSharding(mesh, PartitionSpec(*spec))
+
+
+def param_shardings(boxed_params: Any, mesh: Mesh, rules, *, min_size: int = 0) -> Any:
+  """Shardings of the parameters from their logical names. Tensors with fewer than min_size elements
+  stay replicated (sharding them costs more in collectives than it saves), and so does any dimension
+  that its mesh axes do not divide evenly."""
+  shardings = logical_shardings(boxed_params, mesh, rules)
+  return jax.tree.map(lambda leaf, sharding: _fit(sharding, leaf.shape, mesh, min_size),
+                      nn.unbox(boxed_params), shardings)
+
+
+def replicated_above(abstract_params: Any, shardings: Any, min_size: int) -> list[tuple[str, int]]:
+  """(path, size) of every parameter with at least min_size elements that is fully replicated."""
+  found = []
+  for (path, leaf), sharding in zip(jax.tree_util.tree_leaves_with_path(abstract_params),
+                                    jax.tree.leaves(shardings)):
+    size = math.prod(leaf.shape)
+    if size >= min_size and sharding.is_fully_replicated and sharding.mesh.size > 1:
+      found.append(("/".join(str(getattr(k, "key", k)) for k in path), size))
+  return found
 
 
 def batch_sharding(mesh: Mesh, rules, ndim: int) -> NamedSharding:

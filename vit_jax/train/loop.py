@@ -74,8 +74,18 @@ def setup(config: ml_collections.ConfigDict, source: sources.Source) -> Setup:
   tx, schedule = make_optimizer(config.optim, steps)
   init = _init_fn(model, tx, config.data.image_size, config.seed)
   boxed = jax.eval_shape(lambda: init(boxed=True))
-  param_shardings = parallel.logical_shardings(boxed.params, mesh, rules)
+  shards_params = config.sharding != "data_parallel" and mesh.shape["fsdp"] > 1
+  param_shardings = parallel.param_shardings(
+      boxed.params, mesh, rules, min_size=config.fsdp_min_size if shards_params else 0)
   abstract_params = nn.unbox(boxed.params)
+  if shards_params:
+    left = parallel.replicated_above(abstract_params, param_shardings, config.fsdp_check_size)
+    if left:
+      listing = "\n  ".join(f"{path}: {size:,} elements" for path, size in left[:20])
+      raise ValueError(
+          f"{config.sharding} leaves {len(left)} parameters of >= {config.fsdp_check_size:,} elements "
+          f"replicated on every device:\n  {listing}\nGive them logical axis names that the rules "
+          "shard, make their sharded dimension divisible by the fsdp axis, or raise fsdp_check_size.")
   opt_shardings = optax.tree_map_params(
       tx, lambda _, sharding: sharding, boxed.opt_state, param_shardings,
       transform_non_params=lambda _: parallel.replicated(mesh))
