@@ -48,8 +48,9 @@ def test_run_writes_metrics_checkpoints_and_tensorboard(six_step_run):
   records = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
   train = [r for r in records if "loss" in r]
   assert [r["step"] for r in train] == [2, 4, 6]
-  for key in ("loss", "accuracy", "learning_rate", "grad_norm", "images_per_sec"):
+  for key in ("loss", "accuracy", "learning_rate", "grad_norm", "images_per_sec", "mfu"):
     assert all(np.isfinite(r[key]) for r in train), key
+  assert all(0 < r["mfu"] < 1 for r in train)
   assert any("test_accuracy" in r for r in records)
   assert os.listdir(workdir / "tensorboard")
   assert checkpoint.Checkpointer(workdir / "checkpoints").all_steps() == [3, 6]

@@ -15,7 +15,7 @@ import numpy as np
 import optax
 import tqdm
 
-from vit_jax import checkpoint, parallel
+from vit_jax import checkpoint, flops, parallel
 from vit_jax.configuration import model_overrides, total_steps
 from vit_jax.data import pipeline, sources
 from vit_jax.models import create_model
@@ -192,6 +192,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       seed=config.seed, start_step=position, process_index=jax.process_index(),
       process_count=jax.process_count(), augment=config.data.augment)
 
+  # MFU: analytic training FLOPs per image over the peak of all devices at the compute dtype.
+  train_flops = flops.train_flops_per_example(s.model)
+  peak = flops.peak_flops_per_device(jnp.dtype(s.model.dtype).name) * s.mesh.devices.size
+
   step = int(jax.device_get(state.step))
   progress = tqdm.tqdm(total=s.total_steps, initial=step, disable=not is_main, unit="step",
                        dynamic_ncols=True)
@@ -211,6 +215,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
               "optim.grad_clip_norm, and resume from the last checkpoint")
         elapsed = time.perf_counter() - window_start
         metrics["images_per_sec"] = window_steps * config.batch_size / max(elapsed, 1e-9)
+        metrics["mfu"] = metrics["images_per_sec"] * train_flops / peak
         log.write(step, metrics)
         progress.set_postfix(loss=f"{metrics['loss']:.4f}", acc=f"{metrics['accuracy']:.3f}")
         window_start, window_steps = time.perf_counter(), 0
