@@ -22,6 +22,22 @@ def constrain(x: jax.Array, axes: tuple[Optional[str], ...]) -> jax.Array:
   return nn.with_logical_constraint(x, axes)
 
 
+def matmul(dtype: Dtype) -> Callable[..., jax.Array]:
+  """A dot_general that accumulates in float32 and returns `dtype`: bf16 compute stays accurate (and on
+  CPUs fast only this way), and for float32 it is the plain dot. Pass as nn.Dense(dot_general=...)."""
+  def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
+    del preferred_element_type
+    out = jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
+                              preferred_element_type=jnp.float32)
+    return out.astype(dtype)
+  return dot_general
+
+
+def einsum(spec: str, a: jax.Array, b: jax.Array, dtype: Dtype) -> jax.Array:
+  """jnp.einsum with float32 accumulation, returning `dtype` (see matmul)."""
+  return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32).astype(dtype)
+
+
 def layer_norm(epsilon: float, dtype: Dtype, name: str) -> nn.LayerNorm:
   return nn.LayerNorm(
       epsilon=epsilon, dtype=dtype, name=name,
@@ -54,14 +70,14 @@ class MlpBlock(nn.Module):
   def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
     features = x.shape[-1]
     x = nn.Dense(
-        self.mlp_dim, dtype=self.dtype, name="Dense_0",
+        self.mlp_dim, dtype=self.dtype, name="Dense_0", dot_general=matmul(self.dtype),
         kernel_init=logical(nn.initializers.xavier_uniform(), ("embed", "mlp")),
         bias_init=logical(nn.initializers.normal(stddev=1e-6), ("mlp",)))(x)
     x = constrain(x, ("batch", "length", "mlp"))
     x = nn.gelu(x, approximate=self.gelu_approximate)
     x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
     x = nn.Dense(
-        features, dtype=self.dtype, name="Dense_1",
+        features, dtype=self.dtype, name="Dense_1", dot_general=matmul(self.dtype),
         kernel_init=logical(nn.initializers.xavier_uniform(), ("mlp", "embed")),
         bias_init=logical(nn.initializers.normal(stddev=1e-6), ("embed",)))(x)
     return nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
@@ -84,7 +100,7 @@ class HeadProjection(nn.Module):
         "kernel",
         logical(nn.initializers.xavier_uniform(in_axis=0, out_axis=(1, 2)), ("embed", "heads", "kv")),
         (x.shape[-1], self.num_heads, self.head_dim))
-    y = jnp.einsum("...d,dhk->...hk", x, jnp.asarray(kernel, self.dtype))
+    y = einsum("...d,dhk->...hk", x, jnp.asarray(kernel, self.dtype), self.dtype)
     if not self.use_bias:
       return y
     bias = self.param("bias", logical(nn.initializers.zeros, ("heads", "kv")),
@@ -104,7 +120,7 @@ class HeadMerge(nn.Module):
         logical(nn.initializers.xavier_uniform(in_axis=(0, 1), out_axis=2), ("heads", "kv", "embed")),
         (y.shape[-2], y.shape[-1], self.features))
     bias = self.param("bias", logical(nn.initializers.zeros, ("embed",)), (self.features,))
-    return jnp.einsum("...hk,hkd->...d", y, jnp.asarray(kernel, self.dtype)) + jnp.asarray(
+    return einsum("...hk,hkd->...d", y, jnp.asarray(kernel, self.dtype), self.dtype) + jnp.asarray(
         bias, self.dtype)
 
 
@@ -137,10 +153,10 @@ class MultiHeadDotProductAttention(nn.Module):
     k = projection("key")(x)
     v = projection("value")(x)
     q = constrain(q, ("batch", "length", "heads", "kv"))
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k)
-    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
+    logits = einsum("bqhd,bkhd->bhqk", q, k, jnp.float32)  # softmax in float32
+    weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
     weights = nn.Dropout(self.attention_dropout_rate)(weights, deterministic=deterministic)
-    y = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+    y = einsum("bhqk,bkhd->bqhd", weights, v, self.dtype)
     y = constrain(y, ("batch", "length", "heads", "kv"))
     return HeadMerge(features, self.dtype, name="out")(y)
 

@@ -5,7 +5,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vit_jax.models.layers import EncoderBlock, constrain, layer_norm, logical
+from vit_jax.models.layers import EncoderBlock, constrain, layer_norm, logical, matmul
 from vit_jax.models.variant import Variant
 
 Dtype = Any
@@ -115,6 +115,7 @@ class VisionTransformer(nn.Module):
     if self.representation_size is not None:
       x = nn.Dense(
           self.representation_size, dtype=self.dtype, name="pre_logits",
+          dot_general=matmul(self.dtype),
           kernel_init=logical(nn.initializers.lecun_normal(), ("embed", "mlp")),
           bias_init=logical(nn.initializers.zeros, ("mlp",)))(x)
       x = jnp.tanh(x)
@@ -124,7 +125,7 @@ class VisionTransformer(nn.Module):
     if not self.num_classes:
       return x
     x = nn.Dense(
-        self.num_classes, dtype=self.dtype, name="head",
+        self.num_classes, dtype=self.dtype, name="head", dot_general=matmul(self.dtype),
         kernel_init=logical(nn.initializers.zeros, (head_in, "classes")),
         bias_init=logical(nn.initializers.constant(self.head_bias_init), ("classes",)))(x)
     return x.astype(jnp.float32)

@@ -2,6 +2,7 @@
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -15,6 +16,7 @@ def default_optim_config() -> ml_collections.ConfigDict:
       warmup_steps=0,
       decay="cosine",          # cosine | linear | constant (after warmup)
       b1=0.9, b2=0.999, eps=1e-8,
+      mu_dtype="",             # e.g. 'bfloat16' to halve Adam's first-moment memory; '' keeps float32
       momentum=0.9, nesterov=False,  # sgd
       weight_decay=0.0,        # decoupled; never applied to biases, norms, cls or position embeddings
       grad_clip_norm=1.0,      # global-norm clipping; 0 disables
@@ -61,7 +63,8 @@ def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> tuple[
   if cfg.grad_clip_norm:
     parts.append(optax.clip_by_global_norm(float(cfg.grad_clip_norm)))
   if cfg.name in ("adam", "adamw"):
-    parts.append(optax.scale_by_adam(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps))
+    parts.append(optax.scale_by_adam(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
+                                     mu_dtype=jnp.dtype(cfg.mu_dtype) if cfg.mu_dtype else None))
   elif cfg.name == "sgd":
     parts.append(optax.trace(decay=cfg.momentum, nesterov=cfg.nesterov))
   else:
