@@ -12,6 +12,7 @@ from absl import flags
 from absl import logging
 import numpy as np
 
+from vit_jax.checkpoint import layers_layout
 from vit_jax.checkpoint import naming
 from vit_jax.checkpoint import npz
 from vit_jax.checkpoint.params import restore_params
@@ -32,10 +33,11 @@ def _to_numpy(path: str, value: Any) -> np.ndarray:
 def save_npz(params: Mapping[str, Any], path: Any) -> dict[str, np.ndarray]:
   """Writes params as a flat npz with '/'-joined public (pre-Linen) keys; returns what it wrote.
 
-  The exact inverse of vit_jax.checkpoint.load_npz. Params must be unboxed (nn.unbox). Local files
+  The exact inverse of vit_jax.checkpoint.load_npz. Params must be unboxed (nn.unbox); scanned layers
+  are written unrolled, one block per layer, as the public format has them. Local files
   are written to a temporary name and renamed, so a reader never sees half a file.
   """
-  flat = naming.flatten(naming.to_public_names(params))
+  flat = naming.flatten(naming.to_public_names(layers_layout.unstack_layers(params)))
   arrays = {key: _to_numpy(key, value) for key, value in flat.items()}
   buffer = io.BytesIO()
   np.savez(buffer, **arrays)

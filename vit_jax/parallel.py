@@ -19,16 +19,18 @@ RULES: dict[str, tuple[tuple[str, Any], ...]] = {
     # Parameters replicated; the batch split over every device.
     "data_parallel": (
         ("batch", ("data", "fsdp")), ("length", None), ("embed", None), ("mlp", None),
-        ("heads", None), ("kv", None), ("classes", None), ("conv_in", None), ("conv_out", None)),
+        ("heads", None), ("kv", None), ("classes", None), ("conv_in", None), ("conv_out", None),
+        ("layers", None)),
     # Parameters and optimizer state split over fsdp along their hidden (or conv output) dimension.
     "fsdp": (
         ("batch", ("data", "fsdp")), ("length", None), ("embed", "fsdp"), ("mlp", None),
-        ("heads", None), ("kv", None), ("classes", None), ("conv_in", None), ("conv_out", "fsdp")),
+        ("heads", None), ("kv", None), ("classes", None), ("conv_in", None), ("conv_out", "fsdp"),
+        ("layers", None)),
     # FSDP, plus attention heads and MLP hidden units split over tensor.
     "fsdp_tensor": (
         ("batch", ("data", "fsdp")), ("length", None), ("embed", "fsdp"), ("mlp", "tensor"),
         ("heads", "tensor"), ("kv", None), ("classes", None), ("conv_in", None),
-        ("conv_out", "fsdp")),
+        ("conv_out", "fsdp"), ("layers", None)),
 }
 
 

@@ -7,6 +7,7 @@ from typing import Any, Callable, Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 Dtype = Any
 Initializer = Callable[..., jax.Array]
@@ -46,14 +47,18 @@ def layer_norm(epsilon: float, dtype: Dtype, name: str) -> nn.LayerNorm:
 
 
 class DropPath(nn.Module):
-  """Stochastic depth: drops a whole residual branch per example (rate 0 is the identity)."""
-  rate: float
+  """Stochastic depth: drops a whole residual branch per example (rate 0 is the identity).
+
+  The rate may also be given at call time, as a traced value (layers scanned with nn.scan).
+  """
+  rate: float = 0.0
 
   @nn.compact
-  def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
-    if deterministic or self.rate == 0.0:
+  def __call__(self, x: jax.Array, deterministic: bool, rate: Any = None) -> jax.Array:
+    rate = self.rate if rate is None else rate
+    if deterministic or (isinstance(rate, (int, float)) and rate == 0.0):
       return x
-    keep = 1.0 - self.rate
+    keep = 1.0 - rate
     shape = (x.shape[0],) + (1,) * (x.ndim - 1)
     mask = jax.random.bernoulli(self.make_rng("dropout"), keep, shape)
     return jnp.where(mask, x / keep, jnp.zeros_like(x))
@@ -179,18 +184,22 @@ class EncoderBlock(nn.Module):
   residual_scale: float = 1.0
 
   @nn.compact
-  def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, deterministic: bool, drop_path_rate: Any = None) -> jax.Array:
+    """drop_path_rate, when given, overrides the field (a traced per-layer rate under nn.scan)."""
+    rate = self.drop_path_rate if drop_path_rate is None else drop_path_rate
     y = layer_norm(self.layer_norm_epsilon, self.dtype, "LayerNorm_0")(x)
     y = MultiHeadDotProductAttention(
         self.num_heads, self.attention_dropout_rate, self.dtype, self.qkv_bias,
         self.attention_scale, name="MultiHeadDotProductAttention_0")(y, deterministic)
     y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
-    x = x + DropPath(self.drop_path_rate)(self._scaled(y), deterministic)
+    y = checkpoint_name(y, "attention_out")
+    x = x + DropPath()(self._scaled(y), deterministic, rate)
     x = constrain(x, ("batch", "length", "embed"))
     y = layer_norm(self.layer_norm_epsilon, self.dtype, "LayerNorm_1")(x)
     y = MlpBlock(self.mlp_dim, self.dropout_rate, self.gelu_approximate, self.dtype,
                  name="MlpBlock_0")(y, deterministic)
-    x = x + DropPath(self.drop_path_rate)(self._scaled(y), deterministic)
+    y = checkpoint_name(y, "mlp_out")
+    x = x + DropPath()(self._scaled(y), deterministic, rate)
     return constrain(x, ("batch", "length", "embed"))
 
   def _scaled(self, y: jax.Array) -> jax.Array:

@@ -5,7 +5,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vit_jax.models.layers import EncoderBlock, constrain, layer_norm, logical, matmul
+from vit_jax.models.layers import constrain, layer_norm, logical, matmul
+from vit_jax.models.stack import encoder_blocks
 from vit_jax.models.variant import Variant
 
 Dtype = Any
@@ -34,19 +35,19 @@ class Transformer(nn.Module):
   gelu_approximate: bool = True
   layer_norm_epsilon: float = 1e-6
   dtype: Dtype = jnp.float32
+  scan_layers: bool = False
+  remat_policy: str = "none"
 
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
     x = PositionEmbedding(name="posembed_input")(x)
     x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
-    for i in range(self.num_layers):
-      # Stochastic depth grows linearly with depth, as in DeiT/timm and AugReg.
-      rate = self.stochastic_depth * i / max(self.num_layers - 1, 1)
-      x = EncoderBlock(
-          mlp_dim=self.mlp_dim, num_heads=self.num_heads, dropout_rate=self.dropout_rate,
-          attention_dropout_rate=self.attention_dropout_rate, drop_path_rate=rate,
-          gelu_approximate=self.gelu_approximate, layer_norm_epsilon=self.layer_norm_epsilon,
-          dtype=self.dtype, name=f"encoderblock_{i}")(x, deterministic)
+    x = encoder_blocks(
+        x, deterministic, num_layers=self.num_layers, stochastic_depth=self.stochastic_depth,
+        scan_layers=self.scan_layers, remat_policy=self.remat_policy,
+        mlp_dim=self.mlp_dim, num_heads=self.num_heads, dropout_rate=self.dropout_rate,
+        attention_dropout_rate=self.attention_dropout_rate, gelu_approximate=self.gelu_approximate,
+        layer_norm_epsilon=self.layer_norm_epsilon, dtype=self.dtype)
     return layer_norm(self.layer_norm_epsilon, self.dtype, "encoder_norm")(x)
 
 
@@ -72,6 +73,8 @@ class VisionTransformer(nn.Module):
   layer_norm_epsilon: float = 1e-6
   head_bias_init: float = 0.0
   dtype: Dtype = jnp.float32
+  scan_layers: bool = False    # one scanned block with a leading `layers` axis (see models/stack.py)
+  remat_policy: str = "none"   # none | full | save_dots | save_named
 
   def check_input(self, images: jax.Array) -> None:
     if images.ndim != 4:
@@ -110,6 +113,7 @@ class VisionTransformer(nn.Module):
         dropout_rate=self.dropout_rate, attention_dropout_rate=self.attention_dropout_rate,
         stochastic_depth=self.stochastic_depth, gelu_approximate=self.gelu_approximate,
         layer_norm_epsilon=self.layer_norm_epsilon, dtype=self.dtype,
+        scan_layers=self.scan_layers, remat_policy=self.remat_policy,
         name="Transformer")(x, deterministic=not train)
     x = x[:, 0] if self.classifier == "token" else jnp.mean(x, axis=1)
     if self.representation_size is not None:

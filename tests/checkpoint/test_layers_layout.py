@@ -1,0 +1,67 @@
+"""Specification of the scanned <-> unrolled layer layouts and their use in export."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vit_jax.checkpoint import layers_layout, load_npz
+from vit_jax.export import save_npz
+from vit_jax.models import create_model
+
+
+def init(**overrides):
+  model = create_model("ViT-micro/4", num_classes=5, **overrides)
+  images = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
+  return model, jax.tree.map(np.asarray, nn.unbox(model.init(jax.random.key(1), images)["params"])), images
+
+
+def test_stack_and_unstack_are_inverse():
+  _, params, _ = init()
+  stacked = layers_layout.stack_layers(params)
+  assert "encoderblock_0" not in stacked["Transformer"]
+  assert stacked["Transformer"]["encoderblock"]["MlpBlock_0"]["Dense_0"]["kernel"].shape == (2, 32, 64)
+  jax.tree.map(np.testing.assert_array_equal, layers_layout.unstack_layers(stacked), params)
+
+
+def test_stacked_params_drive_the_scanned_model_to_the_same_logits():
+  model, params, images = init()
+  params["head"]["kernel"] = np.random.RandomState(0).randn(32, 5).astype(np.float32)
+  scanned = create_model("ViT-micro/4", num_classes=5, scan_layers=True, remat_policy="full")
+  np.testing.assert_allclose(
+      scanned.apply({"params": layers_layout.stack_layers(params)}, images),
+      model.apply({"params": params}, images), atol=1e-5)
+
+
+def test_scanned_init_has_the_unrolled_shapes_after_unstacking():
+  _, params, _ = init()
+  _, scanned, _ = init(scan_layers=True)
+  assert jax.tree.map(np.shape, layers_layout.unstack_layers(scanned)) == jax.tree.map(np.shape, params)
+
+
+def test_export_of_scanned_params_is_the_public_unrolled_format(tmp_path):
+  _, scanned, _ = init(scan_layers=True)
+  save_npz(scanned, tmp_path / "scanned.npz")
+  keys = set(np.load(tmp_path / "scanned.npz").files)
+  assert "Transformer/encoderblock_1/MultiHeadDotProductAttention_1/query/kernel" in keys
+  loaded = load_npz(tmp_path / "scanned.npz")
+  jax.tree.map(np.testing.assert_array_equal, layers_layout.like(loaded, scanned), scanned)
+
+
+def test_unknown_remat_policy_is_rejected():
+  with pytest.raises(ValueError, match="unknown remat_policy 'some'"):
+    init(remat_policy="some")
+
+
+@pytest.mark.parametrize("policy", ["none", "full", "save_dots", "save_named"])
+def test_every_remat_policy_gives_the_same_gradients(policy):
+  _, params, images = init()
+  stacked = layers_layout.stack_layers(params)
+  reference = create_model("ViT-micro/4", num_classes=5, scan_layers=True)
+  model = create_model("ViT-micro/4", num_classes=5, scan_layers=True, remat_policy=policy)
+
+  def grads(m):
+    return jax.grad(lambda p: jnp.sum(m.apply({"params": p}, images, train=True) ** 2 + m.apply(
+        {"params": p}, images).sum()))(stacked)
+
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), grads(model), grads(reference))
