@@ -152,6 +152,8 @@ VARIANTS: dict[str, Variant] = {
     "ViT-L/16": _vit(1024, 4096, 16, 24, 16),
     "ViT-L/32": _vit(1024, 4096, 16, 24, 32),
     "ViT-H/14": _vit(1280, 5120, 16, 32, 14),
+    # From "Scaling Vision Transformers" (Zhai et al. 2022), for planning pod-scale runs.
+    "ViT-g/14": _vit(1408, 6144, 16, 40, 14),
     # Small variants for tests and the embedded default job.
     "ViT-testing": _vit(10, 10, 2, 1, 16),
     "ViT-micro/4": _vit(32, 64, 2, 2, 4, image_size=16),
