@@ -14,7 +14,8 @@ MODEL_OVERRIDES = dict(
     hidden_size=int, num_layers=int, num_heads=int, mlp_dim=int, patch_size=int, classifier=str,
     representation_size=int, dropout_rate=float, attention_dropout_rate=float,
     stochastic_depth=float, gelu_approximate=bool, layer_norm_epsilon=float,
-    head_bias_init=float, dtype=str, scan_layers=bool, remat_policy=str)
+    head_bias_init=float, dtype=str, scan_layers=bool, remat_policy=str,
+    attention_impl=str)
 
 
 def base_config() -> ml_collections.ConfigDict:

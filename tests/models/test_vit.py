@@ -143,3 +143,11 @@ def test_wrong_resolution_is_a_clear_error():
 def test_unknown_classifier_is_rejected():
   with pytest.raises(ValueError, match="classifier must be"):
     init_micro(classifier="cls")
+
+
+def test_fused_attention_computes_the_same_function():
+  model, params, images = init_micro()
+  params["head"]["kernel"] = jax.random.normal(jax.random.key(3), params["head"]["kernel"].shape)
+  fused = create_model("ViT-micro/4", num_classes=5, attention_impl="fused")
+  np.testing.assert_allclose(fused.apply({"params": params}, images),
+                             model.apply({"params": params}, images), atol=1e-5)

@@ -140,9 +140,12 @@ class MultiHeadDotProductAttention(nn.Module):
   dtype: Dtype = jnp.float32
   qkv_bias: bool = True
   attention_scale: Optional[float] = None
+  attention_impl: str = "xla"   # xla (einsum + softmax) | fused (jax.nn.dot_product_attention: cuDNN on GPU)
 
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+    if self.attention_impl not in ("xla", "fused"):
+      raise ValueError(f"attention_impl must be 'xla' or 'fused', got {self.attention_impl!r}")
     features = x.shape[-1]
     if features % self.num_heads:
       raise ValueError(
@@ -158,10 +161,13 @@ class MultiHeadDotProductAttention(nn.Module):
     k = projection("key")(x)
     v = projection("value")(x)
     q = constrain(q, ("batch", "length", "heads", "kv"))
-    logits = einsum("bqhd,bkhd->bhqk", q, k, jnp.float32)  # softmax in float32
-    weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-    weights = nn.Dropout(self.attention_dropout_rate)(weights, deterministic=deterministic)
-    y = einsum("bhqk,bkhd->bqhd", weights, v, self.dtype)
+    if self.attention_impl == "fused" and (deterministic or self.attention_dropout_rate == 0.0):
+      y = jax.nn.dot_product_attention(q, k, v, scale=1.0).astype(self.dtype)  # q is pre-scaled
+    else:
+      logits = einsum("bqhd,bkhd->bhqk", q, k, jnp.float32)  # softmax in float32
+      weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+      weights = nn.Dropout(self.attention_dropout_rate)(weights, deterministic=deterministic)
+      y = einsum("bhqk,bkhd->bqhd", weights, v, self.dtype)
     y = constrain(y, ("batch", "length", "heads", "kv"))
     return HeadMerge(features, self.dtype, name="out")(y)
 
@@ -182,6 +188,7 @@ class EncoderBlock(nn.Module):
   qkv_bias: bool = True
   attention_scale: Optional[float] = None
   residual_scale: float = 1.0
+  attention_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool, drop_path_rate: Any = None) -> jax.Array:
@@ -190,7 +197,8 @@ class EncoderBlock(nn.Module):
     y = layer_norm(self.layer_norm_epsilon, self.dtype, "LayerNorm_0")(x)
     y = MultiHeadDotProductAttention(
         self.num_heads, self.attention_dropout_rate, self.dtype, self.qkv_bias,
-        self.attention_scale, name="MultiHeadDotProductAttention_0")(y, deterministic)
+        self.attention_scale, self.attention_impl,
+        name="MultiHeadDotProductAttention_0")(y, deterministic)
     y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
     y = checkpoint_name(y, "attention_out")
     x = x + DropPath()(self._scaled(y), deterministic, rate)

@@ -37,6 +37,7 @@ class Transformer(nn.Module):
   dtype: Dtype = jnp.float32
   scan_layers: bool = False
   remat_policy: str = "none"
+  attention_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
@@ -47,7 +48,8 @@ class Transformer(nn.Module):
         scan_layers=self.scan_layers, remat_policy=self.remat_policy,
         mlp_dim=self.mlp_dim, num_heads=self.num_heads, dropout_rate=self.dropout_rate,
         attention_dropout_rate=self.attention_dropout_rate, gelu_approximate=self.gelu_approximate,
-        layer_norm_epsilon=self.layer_norm_epsilon, dtype=self.dtype)
+        layer_norm_epsilon=self.layer_norm_epsilon, dtype=self.dtype,
+        attention_impl=self.attention_impl)
     return layer_norm(self.layer_norm_epsilon, self.dtype, "encoder_norm")(x)
 
 
@@ -75,6 +77,7 @@ class VisionTransformer(nn.Module):
   dtype: Dtype = jnp.float32
   scan_layers: bool = False    # one scanned block with a leading `layers` axis (see models/stack.py)
   remat_policy: str = "none"   # none | full | save_dots | save_named
+  attention_impl: str = "xla"  # xla | fused (jax.nn.dot_product_attention; cuDNN flash attention on GPU)
 
   def check_input(self, images: jax.Array) -> None:
     if images.ndim != 4:
@@ -114,7 +117,7 @@ class VisionTransformer(nn.Module):
         stochastic_depth=self.stochastic_depth, gelu_approximate=self.gelu_approximate,
         layer_norm_epsilon=self.layer_norm_epsilon, dtype=self.dtype,
         scan_layers=self.scan_layers, remat_policy=self.remat_policy,
-        name="Transformer")(x, deterministic=not train)
+        attention_impl=self.attention_impl, name="Transformer")(x, deterministic=not train)
     x = x[:, 0] if self.classifier == "token" else jnp.mean(x, axis=1)
     if self.representation_size is not None:
       x = nn.Dense(
