@@ -1,0 +1,140 @@
+"""Specification of token labeling: dense targets and loss equal the official ones; MixToken box semantics.
+
+tests/fixtures/token_label_targets.npz (copied from shared/fixtures) holds the official
+`mixup_target(label_maps_topk, num_classes=10, lam=1.0, smoothing=0.1, label_size=4)` and
+`TokenLabelCrossEntropy(dense_weight=0.5, cls_weight=1.0)` values for random logits (see its README).
+"""
+import pathlib
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vit_jax.models import create_model
+from vit_jax.models.lvvit import DenseOutput
+from vit_jax.train import token_labeling as tl
+
+FIXTURE = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "token_label_targets.npz"
+
+
+@pytest.fixture(scope="module")
+def official():
+  with np.load(FIXTURE) as data:
+    return {key: data[key] for key in data.files}
+
+
+def official_layout(targets):
+  """TokenLabelTargets -> the official (B, C, 2 + tokens) = [ground truth | cls label | dense labels]."""
+  return np.concatenate([targets.ground_truth[:, :, None], targets.cls[:, :, None],
+                         np.transpose(targets.dense, (0, 2, 1))], axis=2)
+
+
+def make_targets(official, lam=1.0, **kwargs):
+  build = jax.jit(lambda maps, lam: tl.token_label_targets(
+      tl.unpack_official(maps), num_classes=10, label_size=4, smoothing=0.1, lam=lam, **kwargs))
+  return build(official["label_maps_topk"], lam)
+
+
+@pytest.fixture(scope="module")
+def targets(official):
+  return make_targets(official)
+
+
+def test_targets_equal_the_official_mixup_target(official, targets):
+  got = official_layout(targets)
+  np.testing.assert_allclose(got, official["target"], atol=1e-6)
+
+
+def test_geometric_box_order_differs_only_for_crops_asymmetric_about_the_diagonal(official):
+  """Sample 0 has the crop (top, left, h, w) = (0.1, 0.2, 0.5, 0.6); sample 1 is the full image."""
+  got = official_layout(make_targets(official, official_box_order=False))
+  assert np.abs(got[0] - official["target"][0]).max() > 0.1
+  np.testing.assert_allclose(got[1], official["target"][1], atol=1e-6)
+
+
+def test_roi_align_averages_bilinear_samples_like_torchvision():
+  """On a map linear in position, bilinear sampling is exact: each cell is the value at its centre."""
+  rows, cols = np.meshgrid(np.arange(6.0), np.arange(6.0), indexing="ij")
+  maps = jnp.asarray((10 * rows + cols)[None, :, :, None], jnp.float32)
+  box = jnp.array([[1.0, 1.0, 3.0, 3.0]])  # x1, y1, x2, y2
+  cells, whole = jax.jit(lambda m, b: (tl.roi_align(m, b, 2), tl.roi_align(m, b, 1)))(maps, box)
+  np.testing.assert_allclose(cells[0, :, :, 0], [[16.5, 17.5], [26.5, 27.5]])
+  np.testing.assert_allclose(whole[0, 0, 0, 0], 22.0)  # one bin of 2x2 samples: their mean
+
+
+def test_box_edges_round_like_torch_even_when_compiled():
+  """The sample count per bin is ceil(roi / out): one ulp on an edge can change it, so the edges are
+  float32(coord * width) - 0.5 exactly, never a fused multiply-add."""
+  coords = np.random.RandomState(0).uniform(size=4096).astype(np.float32)
+  edges = jax.jit(lambda c: tl._rounded_product(c, 18) - 0.5)(coords)  # pylint: disable=protected-access
+  np.testing.assert_array_equal(edges, coords * np.float32(18) - np.float32(0.5))
+
+
+def test_scores_outside_the_top_k_are_logit_zero():
+  values = jnp.full((1, 2, 1, 1), 3.0)
+  indices = jnp.array([1.0, 4.0]).reshape(1, 2, 1, 1)
+  np.testing.assert_array_equal(tl.dense_logit_maps(values, indices, 5)[0, 0, 0], [0, 3, 0, 0, 3])
+
+
+def test_loss_equals_the_official_token_label_cross_entropy(official, targets):
+  output = DenseOutput(official["out_cls"], official["out_aux"], jnp.zeros(4, jnp.int32))
+  loss = tl.TokenLabelCrossEntropy(dense_weight=0.5, cls_weight=1.0)(output, targets)
+  np.testing.assert_allclose(loss, official["loss_dense0p5_nomix"], rtol=1e-6)
+
+
+def test_mixtoken_box_mixes_the_class_target_by_the_kept_token_fraction(official, targets):
+  """Box rows 1:3, columns 0:2 of the 4x4 grid: lam' = 1 - 4/16; token targets stay with their image."""
+  output = DenseOutput(official["out_cls"], official["out_aux"], jnp.array([1, 0, 3, 2]))
+  loss = tl.TokenLabelCrossEntropy(dense_weight=0.5, cls_weight=1.0)(output, targets)
+  np.testing.assert_allclose(loss, official["loss_dense0p5_mixbox_1_0_3_2"], rtol=1e-6)
+  lam = 0.75
+  mixed_cls = lam * targets.cls + (1 - lam) * targets.cls[::-1]
+  expected = (np.mean(tl.soft_cross_entropy(output.cls_logits, mixed_cls))
+              + 0.5 * np.mean(tl.soft_cross_entropy(output.token_logits, targets.dense)))
+  np.testing.assert_allclose(loss, expected, rtol=1e-6)
+
+
+def test_image_labels_alone_train_every_token_on_its_image_label(official):
+  labels = jax.nn.one_hot(jnp.array([3, 7]), 10)
+  output = DenseOutput(official["out_cls"], official["out_aux"], jnp.zeros(4, jnp.int32))
+  loss = tl.TokenLabelCrossEntropy(dense_weight=1.0)(output, labels)
+  expected = (np.mean(tl.soft_cross_entropy(output.cls_logits, labels))
+              + np.mean(tl.soft_cross_entropy(output.token_logits, labels[:, None, :])))
+  np.testing.assert_allclose(loss, expected, rtol=1e-6)
+
+
+def test_image_level_lam_mixes_every_target_with_the_reversed_batch(official, targets):
+  mixed = make_targets(official, lam=0.3)
+  for a, b in zip(targets, mixed):
+    np.testing.assert_allclose(b, 0.3 * a + 0.7 * a[::-1], atol=1e-6)
+
+
+def test_targets_of_the_wrong_grid_are_a_clear_error(official, targets):
+  output = DenseOutput(official["out_cls"], official["out_aux"][:, :9], jnp.zeros(4, jnp.int32))
+  with pytest.raises(ValueError, match="label_size = the token grid side"):
+    tl.TokenLabelCrossEntropy()(output, targets)
+
+
+def test_lvvit_with_mixtoken_trains_on_token_labels():
+  """End to end: the tiny LV-ViT (4x4 tokens) with MixToken, targets from score maps, finite gradients."""
+  model = create_model("LV-ViT-test", return_dense=True, mix_token=True)
+  rng = np.random.RandomState(0)
+  images = rng.normal(size=(4, 32, 32, 3)).astype(np.float32)
+  maps = tl.ScoreMaps(values=rng.normal(size=(4, 5, 6, 6)), indices=rng.randint(0, 10, (4, 5, 6, 6)),
+                      crop=np.tile([0.1, 0.2, 0.5, 0.6], (4, 1)), ground_truth=np.arange(4))
+
+  def loss_fn(params, batch_stats):
+    targets = tl.token_label_targets(maps, num_classes=10, label_size=4)
+    output, _ = model.apply({"params": params, "batch_stats": batch_stats}, images, train=True,
+                            mutable=["batch_stats"], rngs={"dropout": jax.random.key(3)})
+    return tl.TokenLabelCrossEntropy()(output, targets)
+
+  abstract = nn.unbox(jax.eval_shape(lambda: model.init(jax.random.key(0), images[:1])))
+  variables = jax.tree.map(lambda leaf: np.abs(0.1 * rng.normal(size=leaf.shape)).astype(np.float32),
+                           abstract)  # positive, so BatchNorm variances are valid
+  loss, grads = jax.jit(jax.value_and_grad(loss_fn))(variables["params"], variables["batch_stats"])
+  assert np.isfinite(float(loss))
+  assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
+  assert np.abs(grads["aux_head"]["kernel"]).max() > 0

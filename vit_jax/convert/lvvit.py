@@ -1,0 +1,82 @@
+"""The official LV-ViT state dict (zihangJiang/TokenLabeling tlt/models/lvvit.py) -> vit_jax LVViT variables.
+
+BatchNorm running statistics go to the 'batch_stats' collection: convert with
+`vit_jax.convert.from_torch_variables('LV-ViT-S', state_dict)`. The `num_batches_tracked` counters have no
+use here and are reported unused.
+"""
+import re
+
+from vit_jax.convert.core import Rule, Transform, conv_kernel, identity, linear_kernel
+from vit_jax.models.lvvit import LVViT
+
+
+def _qkv_kernel(part: int, num_heads: int) -> Transform:
+  """Fused qkv weight (3*D, D), rows [q; k; v] each indexed head*head_dim + j -> kernel (D, heads, hd)."""
+  return lambda w: w.reshape(3, -1, w.shape[1])[part].T.reshape(w.shape[1], num_heads, -1)
+
+
+def _out_kernel(num_heads: int) -> Transform:
+  """Attention proj weight (D, heads*hd) -> kernel (heads, hd, D)."""
+  return lambda w: w.T.reshape(num_heads, -1, w.shape[0])
+
+
+# Official LV-ViT options that compute a different function from our LVViT: errors, not silent drops.
+_UNSUPPORTED = {
+    r"\.attn\.qkv\.bias$": "q/k/v biases (official qkv_bias=True); LV-ViT has none",
+    r"^patch_embed\.backbone\.": "a hybrid CNN backbone (official hybrid_backbone)",
+    r"\.mlp\.fc[12]\.group_weight$": "grouped MLPs (official GroupLinear)",
+}
+
+
+def lvvit_rules(model: LVViT, keys: set[str]) -> list[Rule]:
+  """Official LV-ViT names (patch_embed.*, blocks.i.*, norm, head, aux_head) -> ours."""
+  for pattern, feature in _UNSUPPORTED.items():
+    found = sorted(k for k in keys if re.search(pattern, k))
+    if found:
+      raise ValueError(f"the state dict holds {found[:4]}: {feature}, which LVViT does not have.")
+  if "head.weight" in keys and "aux_head.weight" not in keys:
+    raise ValueError(
+        "the state dict has a head but no aux_head: it comes from an LV-ViT built without "
+        "return_dense (official 'lvvit'/'vit'), whose output is the class head alone, while LVViT adds "
+        "0.5 x the max token logit; convert an lvvit_t/s/m/l checkpoint, or drop head.* as well and "
+        "pass allow_missing=True to start both heads fresh")
+  heads = model.num_heads
+  rules = []
+  for i in (1, 2, 3):
+    stem, theirs = f"stem/bn{i}", f"patch_embed.bn{i}"
+    rules += [Rule(f"stem/conv{i}/kernel", f"patch_embed.conv{i}.weight", conv_kernel),
+              Rule(f"{stem}/scale", f"{theirs}.weight", identity),
+              Rule(f"{stem}/bias", f"{theirs}.bias", identity),
+              Rule(f"{stem}/mean", f"{theirs}.running_mean", identity, collection="batch_stats"),
+              Rule(f"{stem}/var", f"{theirs}.running_var", identity, collection="batch_stats")]
+  rules += [Rule("stem/proj/kernel", "patch_embed.proj.weight", conv_kernel),
+            Rule("stem/proj/bias", "patch_embed.proj.bias", identity),
+            Rule("cls", "cls_token", identity),
+            Rule("Transformer/posembed_input/pos_embedding", "pos_embed", identity)]
+
+  def layer_norm(ours, theirs):
+    return [Rule(f"{ours}/scale", f"{theirs}.weight", identity),
+            Rule(f"{ours}/bias", f"{theirs}.bias", identity)]
+
+  def dense(ours, theirs):
+    return [Rule(f"{ours}/kernel", f"{theirs}.weight", linear_kernel),
+            Rule(f"{ours}/bias", f"{theirs}.bias", identity)]
+
+  for i in range(model.num_layers):
+    ours, theirs = f"Transformer/encoderblock_{i}", f"blocks.{i}"
+    attn = f"{ours}/MultiHeadDotProductAttention_0"
+    rules += layer_norm(f"{ours}/LayerNorm_0", f"{theirs}.norm1")
+    rules += [Rule(f"{attn}/{name}/kernel", f"{theirs}.attn.qkv.weight", _qkv_kernel(part, heads))
+              for part, name in enumerate(("query", "key", "value"))]
+    rules += [Rule(f"{attn}/out/kernel", f"{theirs}.attn.proj.weight", _out_kernel(heads)),
+              Rule(f"{attn}/out/bias", f"{theirs}.attn.proj.bias", identity)]
+    rules += layer_norm(f"{ours}/LayerNorm_1", f"{theirs}.norm2")
+    rules += dense(f"{ours}/MlpBlock_0/Dense_0", f"{theirs}.mlp.fc1")
+    rules += dense(f"{ours}/MlpBlock_0/Dense_1", f"{theirs}.mlp.fc2")
+  rules += layer_norm("Transformer/encoder_norm", "norm")
+  rules += dense("head", "head")
+  rules += dense("aux_head", "aux_head")
+  return rules
+
+
+CONVERTERS = {LVViT: lvvit_rules}
