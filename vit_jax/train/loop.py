@@ -113,8 +113,8 @@ def initial_state(config, s: Setup, ckpt: "checkpoint.Checkpointer", workdir: st
     host_params = jax.device_get(state.params)
     params, report = checkpoint.load_pretrained(
         host_params, config.init_from,
-        has_class_token=s.model.classifier == "token",
-        keep_pre_logits=s.model.representation_size is not None)
+        has_class_token=getattr(s.model, "classifier", None) == "token",
+        keep_pre_logits=getattr(s.model, "representation_size", None) is not None)
     print(report.format(list_loaded=False))
     if jax.process_index() == 0:
       with open(os.path.join(workdir, "init_report.txt"), "w") as f:
