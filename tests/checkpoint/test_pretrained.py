@@ -115,3 +115,31 @@ def test_mismatched_class_token_setting_is_a_clear_error():
   _, fresh = init_params(seed=1, num_classes=5, image_size=32)
   with pytest.raises(ValueError, match="cannot resize Transformer/posembed_input/pos_embedding"):
     load_pretrained(fresh, pretrained, has_class_token=False, keep_pre_logits=False)
+
+
+def test_tnt_finetune_at_twice_the_resolution_resizes_the_patch_table():
+  """TNT's outer (patch) table follows the image grid, class-token row kept; its inner (pixel) table
+  indexes the words inside one patch, which do not change with the image size."""
+  _, pretrained = init_params("TNT-test", num_classes=10)  # 32 px: 4x4 patches + cls, 4x4 words.
+  model, fresh = init_params("TNT-test", seed=1, num_classes=5, image_size=64)  # 8x8 patches + cls.
+  params, report = load_pretrained(fresh, pretrained, has_class_token=model.classifier == "token",
+                                   keep_pre_logits=model.representation_size is not None)
+  assert report.resized == [("patch_pos_embedding", (1, 17, 32), (1, 65, 32))]
+  assert "pixel_pos_embedding" in report.loaded
+  assert report.reset == ["head/bias", "head/kernel"]
+  np.testing.assert_array_equal(params["patch_pos_embedding"],
+                                resize_posemb(pretrained["patch_pos_embedding"], 65, True))
+  np.testing.assert_array_equal(params["pixel_pos_embedding"], pretrained["pixel_pos_embedding"])
+  assert "resized  patch_pos_embedding  (1, 17, 32) -> (1, 65, 32)" in report.format()
+  logits = jax.jit(model.apply)({"params": params}, jnp.ones((2, 64, 64, 3)))
+  assert logits.shape == (2, 5) and np.all(np.isfinite(logits))
+
+
+def test_grid_only_position_tables_have_no_class_token_row():
+  """A pixel table (TNT's words inside a patch) is a bare grid even when the model has a class token."""
+  pixel_pos = np.random.default_rng(0).normal(size=(1, 16, 4)).astype(np.float32)
+  fresh = {"pixel_pos_embedding": np.zeros((1, 64, 4), np.float32)}
+  params, report = load_pretrained(fresh, {"pixel_pos_embedding": pixel_pos}, has_class_token=True,
+                                   keep_pre_logits=False)
+  np.testing.assert_array_equal(params["pixel_pos_embedding"], resize_posemb(pixel_pos, 64, False))
+  assert report.resized == [("pixel_pos_embedding", (1, 16, 4), (1, 64, 4))]

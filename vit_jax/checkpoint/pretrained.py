@@ -1,8 +1,8 @@
 """Fine-tuning load: pretrained params into a new model's init, with head reset and posemb resize.
 
 Follows the reference vit_jax `load_pretrained`: the head is always the fresh init (zeros kernel),
-pre_logits is dropped unless the new model keeps a representation layer, and the position embedding
-is resized in 2D when the token count differs. Anything else that differs is an error.
+pre_logits is dropped unless the new model keeps a representation layer, and every position embedding
+is resized in 2D when its token count differs. Anything else that differs is an error.
 """
 import dataclasses
 import os
@@ -15,8 +15,14 @@ from vit_jax.checkpoint import naming
 from vit_jax.checkpoint.params import restore_params
 from vit_jax.checkpoint.posemb import resize_posemb
 
-POSEMB = "Transformer/posembed_input/pos_embedding"
 HEAD, PRE_LOGITS = "head", "pre_logits"
+# Position embeddings (1, tokens, dim), recognised by the last part of their path, and whether their first
+# row belongs to the class token when the model has one (False: the rows are a bare square grid).
+POSITION_EMBEDDINGS = {
+    "pos_embedding": True,        # ViT Transformer/posembed_input/pos_embedding: [cls] + patch grid.
+    "patch_pos_embedding": True,  # TNT outer table: [cls] + patch grid; changes with the image size.
+    "pixel_pos_embedding": False,  # TNT inner table: the words of one patch; changes with the word grid.
+}
 Shape = tuple[int, ...]
 
 
@@ -70,7 +76,8 @@ def load_pretrained(init_params: Mapping[str, Any], source_path: Union[str, os.P
       unboxed here, but callers should pass `nn.unbox(variables['params'])`).
     source_path: a training workdir, Orbax step dir or .npz file (see restore_params), or an
       already-loaded params dict.
-    has_class_token: whether the new model has a class token (config classifier == 'token').
+    has_class_token: whether the new model has a class token (config classifier == 'token'); it
+      applies to the position embeddings that carry a class-token row (see POSITION_EMBEDDINGS).
     keep_pre_logits: keep the pretrained representation layer; requires the new model to have one.
   """
   init = naming.flatten(nn.meta.unbox(init_params))
@@ -95,10 +102,12 @@ def load_pretrained(init_params: Mapping[str, Any], source_path: Union[str, os.P
       mismatches.append((key, "missing", fresh.shape))
       continue
     value = np.asarray(pretrained[key])
-    if key == POSEMB and value.shape != fresh.shape and value.shape[-1] == fresh.shape[-1]:
+    class_token_row = POSITION_EMBEDDINGS.get(key.rsplit("/", 1)[-1])
+    if (class_token_row is not None and value.shape != fresh.shape
+        and value.shape[-1] == fresh.shape[-1]):
       old_shape = value.shape
       try:
-        value = resize_posemb(value, fresh.shape[1], has_class_token)
+        value = resize_posemb(value, fresh.shape[1], has_class_token and class_token_row)
       except ValueError as e:
         raise ValueError(f"cannot resize {key} from {source}: {e}") from e
       report.resized.append((key, old_shape, value.shape))

@@ -1,0 +1,210 @@
+"""Transformer in Transformer (TNT, Han et al. 2021): a pixel-level transformer inside every patch.
+
+Each 16x16 patch is cut into 4x4 "words" by its own 7x7/4 convolution (every patch zero-padded on its
+own). An inner transformer mixes the words of each patch; after every inner block the words of a patch
+are flattened and projected onto that patch's token, and an outer ViT-style transformer mixes the
+patches. Op order, eps and activations follow the official code (= timm `tnt_s_patch16_224`), see
+shared/specs/ARCHITECTURES.md section 5.1.
+"""
+import math
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vit_jax.models.layers import EncoderBlock, constrain, layer_norm, logical
+from vit_jax.models.variant import Variant
+
+Dtype = Any
+PIXEL_KERNEL_SIZE = 7  # The official pixel embedding: Conv 7x7, padding 3, stride inner_stride.
+
+
+def words_per_side(patch_size: int, inner_stride: int) -> int:
+  """Side of the word grid one patch yields: ceil(patch / stride) (7x7 kernel, padding 3)."""
+  return math.ceil(patch_size / inner_stride)
+
+
+class PixelsToPatch(nn.Module):
+  """Flattened words of a patch -> one patch-token update: LN(words*c) -> Dense(d) -> LN(d).
+
+  TNT uses it twice: with a bias to make the initial patch tokens, without one inside every block.
+  """
+  features: int
+  use_bias: bool
+  layer_norm_epsilon: float
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, words: jax.Array, num_patches: int) -> jax.Array:
+    """words (batch * patches, words, inner_dim) -> (batch, patches, features)."""
+    num_words, inner_dim = words.shape[1:]
+    x = jnp.reshape(words, (-1, num_patches, num_words * inner_dim))  # word-major, then channel.
+    x = layer_norm(self.layer_norm_epsilon, self.dtype, "pixels_norm")(x)
+    x = nn.Dense(
+        self.features, use_bias=self.use_bias, dtype=self.dtype, name="dense",
+        kernel_init=logical(nn.initializers.xavier_uniform(), (None, "embed")),
+        bias_init=logical(nn.initializers.zeros, ("embed",)))(x)
+    return layer_norm(self.layer_norm_epsilon, self.dtype, "patch_norm")(x)
+
+
+class TntBlock(nn.Module):
+  """Inner transformer on the words, words -> patch tokens (class token untouched), outer transformer."""
+  inner_mlp_dim: int
+  inner_num_heads: int
+  outer_mlp_dim: int
+  outer_num_heads: int
+  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0
+  drop_path_rate: float = 0.0
+  gelu_approximate: bool = False
+  layer_norm_epsilon: float = 1e-5
+  dtype: Dtype = jnp.float32
+
+  def encoder(self, mlp_dim: int, num_heads: int, name: str) -> EncoderBlock:
+    return EncoderBlock(
+        mlp_dim=mlp_dim, num_heads=num_heads, dropout_rate=self.dropout_rate,
+        attention_dropout_rate=self.attention_dropout_rate, drop_path_rate=self.drop_path_rate,
+        gelu_approximate=self.gelu_approximate, layer_norm_epsilon=self.layer_norm_epsilon,
+        dtype=self.dtype, qkv_bias=False, name=name)
+
+  @nn.compact
+  def __call__(self, words: jax.Array, patches: jax.Array, deterministic: bool
+               ) -> tuple[jax.Array, jax.Array]:
+    """words (batch * patches, words, inner_dim), patches (batch, 1 + patches, outer_dim)."""
+    words = self.encoder(self.inner_mlp_dim, self.inner_num_heads, "inner_encoder")(
+        words, deterministic)
+    update = PixelsToPatch(
+        patches.shape[-1], use_bias=False, layer_norm_epsilon=self.layer_norm_epsilon,
+        dtype=self.dtype, name="pixels_to_patch")(words, patches.shape[1] - 1)
+    patches = jnp.concatenate([patches[:, :1], patches[:, 1:] + update], axis=1)
+    patches = self.encoder(self.outer_mlp_dim, self.outer_num_heads, "outer_encoder")(
+        patches, deterministic)
+    return words, patches
+
+
+class TransformerInTransformer(nn.Module):
+  """TNT classifier: pixel (word) embedding, patch embedding with class token, TNT blocks, head on cls.
+
+  Apply as `model.apply({'params': params}, images_nhwc, train=False)`; pass rngs={'dropout': key}
+  when training with dropout or stochastic depth.
+  """
+  num_classes: Optional[int]
+  image_size: int
+  patch_size: int
+  inner_stride: int
+  outer_dim: int
+  inner_dim: int
+  num_layers: int
+  outer_num_heads: int
+  inner_num_heads: int
+  outer_mlp_ratio: float = 4.0
+  inner_mlp_ratio: float = 4.0
+  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0
+  stochastic_depth: float = 0.0
+  gelu_approximate: bool = False
+  layer_norm_epsilon: float = 1e-5
+  dtype: Dtype = jnp.float32
+
+  # What the trainer asks every classifier (see vit_jax.train.loop): TNT always pools its class
+  # token and has no representation layer.
+  @property
+  def classifier(self) -> str:
+    return "token"
+
+  @property
+  def representation_size(self) -> None:
+    return None
+
+  def check_input(self, images: jax.Array) -> None:
+    if images.ndim != 4:
+      raise ValueError(f"expected images of shape (batch, height, width, channels), got {images.shape}")
+    if images.shape[1:3] != (self.image_size, self.image_size):
+      raise ValueError(
+          f"the model was built for {self.image_size}x{self.image_size} images but got "
+          f"{images.shape[1]}x{images.shape[2]}; create it with image_size={images.shape[1]} "
+          "(and load weights with position embeddings resized, see vit_jax.checkpoint).")
+    if self.image_size % self.patch_size:
+      raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+
+  def embed_pixels(self, images: jax.Array) -> jax.Array:
+    """(B, H, W, 3) -> words (B * patches, words_per_side**2, inner_dim), with pixel positions added.
+
+    Every patch is convolved on its own, so the zero padding of the 7x7 kernel is per patch.
+    """
+    batch, height, width, channels = images.shape
+    p = self.patch_size
+    rows, cols = height // p, width // p
+    x = jnp.reshape(images, (batch, rows, p, cols, p, channels))
+    x = jnp.transpose(x, (0, 1, 3, 2, 4, 5)).reshape(batch * rows * cols, p, p, channels)
+    pad = PIXEL_KERNEL_SIZE // 2
+    x = nn.Conv(
+        self.inner_dim, (PIXEL_KERNEL_SIZE,) * 2, strides=(self.inner_stride,) * 2,
+        padding=((pad, pad), (pad, pad)), dtype=self.dtype, name="pixel_embedding",
+        kernel_init=logical(nn.initializers.lecun_normal(), (None, None, None, "embed")),
+        bias_init=logical(nn.initializers.zeros, ("embed",)))(x)
+    words = jnp.reshape(x, (x.shape[0], -1, self.inner_dim))  # row-major word order.
+    side = words_per_side(p, self.inner_stride)
+    pixel_pos = self.param(
+        "pixel_pos_embedding",
+        logical(nn.initializers.normal(stddev=0.02), (None, "length", "embed")),
+        (1, side * side, self.inner_dim))
+    return words + jnp.asarray(pixel_pos, self.dtype)
+
+  @nn.compact
+  def __call__(self, images: jax.Array, *, train: bool = False) -> jax.Array:
+    self.check_input(images)
+    batch = images.shape[0]
+    num_patches = (self.image_size // self.patch_size) ** 2
+    words = constrain(self.embed_pixels(images.astype(self.dtype)), ("batch", "length", "embed"))
+    patches = PixelsToPatch(
+        self.outer_dim, use_bias=True, layer_norm_epsilon=self.layer_norm_epsilon,
+        dtype=self.dtype, name="patch_embedding")(words, num_patches)
+    cls = self.param("cls", logical(nn.initializers.zeros, (None, None, "embed")),
+                     (1, 1, self.outer_dim))
+    cls = jnp.broadcast_to(jnp.asarray(cls, self.dtype), (batch, 1, self.outer_dim))
+    patches = jnp.concatenate([cls, patches], axis=1)
+    patch_pos = self.param(
+        "patch_pos_embedding",
+        logical(nn.initializers.normal(stddev=0.02), (None, "length", "embed")),
+        (1, num_patches + 1, self.outer_dim))
+    patches = patches + jnp.asarray(patch_pos, self.dtype)
+    patches = nn.Dropout(self.dropout_rate)(patches, deterministic=not train)
+    patches = constrain(patches, ("batch", "length", "embed"))
+    for i in range(self.num_layers):
+      # Stochastic depth grows linearly with depth (0 in the first block), as in the official code.
+      rate = self.stochastic_depth * i / max(self.num_layers - 1, 1)
+      words, patches = TntBlock(
+          inner_mlp_dim=int(self.inner_dim * self.inner_mlp_ratio),
+          inner_num_heads=self.inner_num_heads,
+          outer_mlp_dim=int(self.outer_dim * self.outer_mlp_ratio),
+          outer_num_heads=self.outer_num_heads, dropout_rate=self.dropout_rate,
+          attention_dropout_rate=self.attention_dropout_rate, drop_path_rate=rate,
+          gelu_approximate=self.gelu_approximate, layer_norm_epsilon=self.layer_norm_epsilon,
+          dtype=self.dtype, name=f"block_{i}")(words, patches, not train)
+    x = layer_norm(self.layer_norm_epsilon, self.dtype, "encoder_norm")(patches)[:, 0]
+    if not self.num_classes:
+      return x
+    x = nn.Dense(
+        self.num_classes, dtype=self.dtype, name="head",
+        kernel_init=logical(nn.initializers.zeros, ("embed", "classes")),
+        bias_init=logical(nn.initializers.zeros, ("classes",)))(x)
+    return x.astype(jnp.float32)
+
+
+def _tnt(outer_dim, inner_dim, num_layers, outer_num_heads, inner_num_heads, patch_size=16,
+         inner_stride=4, **extra):
+  return Variant(TransformerInTransformer, dict(
+      outer_dim=outer_dim, inner_dim=inner_dim, num_layers=num_layers,
+      outer_num_heads=outer_num_heads, inner_num_heads=inner_num_heads, patch_size=patch_size,
+      inner_stride=inner_stride, **extra))
+
+
+# Dimensions from the TNT paper / official code (shared/specs/ARCHITECTURES.md section 5.2).
+VARIANTS: dict[str, Variant] = {
+    "TNT-S/16": _tnt(384, 24, 12, 6, 4),
+    "TNT-B/16": _tnt(640, 40, 12, 10, 4),
+    # A small variant for tests: 32 px images, 4x4 patches of 8 px, 4x4 words of 2 px per patch.
+    "TNT-test": _tnt(32, 8, 2, 4, 2, patch_size=8, inner_stride=2, image_size=32),
+}
