@@ -143,3 +143,26 @@ def test_grid_only_position_tables_have_no_class_token_row():
                                    keep_pre_logits=False)
   np.testing.assert_array_equal(params["pixel_pos_embedding"], resize_posemb(pixel_pos, 64, False))
   assert report.resized == [("pixel_pos_embedding", (1, 16, 4), (1, 64, 4))]
+
+
+def test_every_classifier_head_is_reset_for_a_new_class_count():
+  """LV-ViT has a class head and an auxiliary token head; both must follow the new class count."""
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from vit_jax.checkpoint import load_pretrained  # pylint: disable=import-outside-toplevel
+  from vit_jax.models import create_model  # pylint: disable=import-outside-toplevel
+
+  def random_params(num_classes):
+    model = create_model("LV-ViT-test", num_classes=num_classes)
+    size = model.image_size
+    shapes = jax.eval_shape(lambda: nn.unbox(model.init(
+        jax.random.key(0), jnp.zeros((1, size, size, 3)))["params"]))
+    rng = np.random.RandomState(num_classes)
+    return jax.tree.map(lambda s: rng.randn(*s.shape).astype(np.float32), shapes)
+
+  params, report = load_pretrained(random_params(5), random_params(10), has_class_token=True,
+                                   keep_pre_logits=False)
+  assert params["aux_head"]["kernel"].shape[-1] == 5 and params["head"]["kernel"].shape[-1] == 5
+  assert {"aux_head/kernel", "aux_head/bias", "head/kernel", "head/bias"} <= set(report.reset)

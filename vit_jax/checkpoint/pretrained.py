@@ -15,7 +15,8 @@ from vit_jax.checkpoint import naming
 from vit_jax.checkpoint.params import restore_params
 from vit_jax.checkpoint.posemb import resize_posemb
 
-HEAD, PRE_LOGITS = "head", "pre_logits"
+HEADS = ("head", "aux_head")  # classifiers: replaced by the new model's fresh ones (LV-ViT has two)
+PRE_LOGITS = "pre_logits"
 # Position embeddings (1, tokens, dim), recognised by the last part of their path, and whether their first
 # row belongs to the class token when the model has one (False: the rows are a bare square grid).
 POSITION_EMBEDDINGS = {
@@ -93,7 +94,7 @@ def load_pretrained(init_params: Mapping[str, Any], source_path: Union[str, os.P
   for key, fresh in init.items():
     fresh = np.asarray(fresh)
     top = _top(key)
-    reset = top == HEAD or (top == PRE_LOGITS and (not keep_pre_logits or key not in pretrained))
+    reset = top in HEADS or (top == PRE_LOGITS and (not keep_pre_logits or key not in pretrained))
     if reset:
       params[key] = fresh
       report.reset.append(key)
@@ -119,7 +120,7 @@ def load_pretrained(init_params: Mapping[str, Any], source_path: Union[str, os.P
     params[key] = value.astype(fresh.dtype, copy=False)
   for key in pretrained:
     if key not in init:
-      if _top(key) in (HEAD, PRE_LOGITS):
+      if _top(key) in HEADS + (PRE_LOGITS,):
         report.ignored.append(key)
       else:
         mismatches.append((key, np.shape(pretrained[key]), "has no such parameter"))
