@@ -166,3 +166,26 @@ def test_every_classifier_head_is_reset_for_a_new_class_count():
                                    keep_pre_logits=False)
   assert params["aux_head"]["kernel"].shape[-1] == 5 and params["head"]["kernel"].shape[-1] == 5
   assert {"aux_head/kernel", "aux_head/bias", "head/kernel", "head/bias"} <= set(report.reset)
+
+
+def test_model_state_comes_from_the_pretrained_run_where_it_fits(tmp_path):
+  """BatchNorm statistics / fixed tables follow the weights; an npz (params only) keeps them fresh."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from vit_jax.checkpoint import Checkpointer, load_pretrained_model_state  # pylint: disable=import-outside-toplevel
+  from vit_jax.export import save_npz  # pylint: disable=import-outside-toplevel
+  from vit_jax.train.state import TrainState  # pylint: disable=import-outside-toplevel
+
+  saved = TrainState(step=jnp.array(1), params={"w": jnp.ones(2)}, opt_state={}, rng=jnp.zeros(2, jnp.uint32),
+                     model_state={"batch_stats": {"mean": jnp.full(3, 7.0)}})
+  with Checkpointer(tmp_path / "run" / "checkpoints") as ckpt:
+    ckpt.save(1, saved, {}, force=True)
+  fresh = {"batch_stats": {"mean": np.zeros(3, np.float32)}, "constants": {"w": np.ones(4, np.float32)}}
+  state, lines = load_pretrained_model_state(fresh, tmp_path / "run")
+  np.testing.assert_array_equal(state["batch_stats"]["mean"], 7.0)
+  np.testing.assert_array_equal(state["constants"]["w"], 1.0)
+  assert any("loaded   model state 'batch_stats'" in line for line in lines)
+  assert any("fresh    model state 'constants'" in line for line in lines)
+  save_npz({"w": np.ones(2, np.float32)}, tmp_path / "p.npz")
+  state, _ = load_pretrained_model_state(fresh, tmp_path / "p.npz")
+  np.testing.assert_array_equal(state["batch_stats"]["mean"], 0.0)

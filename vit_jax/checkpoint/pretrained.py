@@ -9,10 +9,11 @@ import os
 from typing import Any, Mapping, Union
 
 import flax.linen as nn
+import jax
 import numpy as np
 
 from vit_jax.checkpoint import naming
-from vit_jax.checkpoint.params import restore_params
+from vit_jax.checkpoint.params import restore_model_state, restore_params
 from vit_jax.checkpoint.posemb import resize_posemb
 
 HEADS = ("head", "aux_head")  # classifiers: replaced by the new model's fresh ones (LV-ViT has two)
@@ -127,3 +128,26 @@ def load_pretrained(init_params: Mapping[str, Any], source_path: Union[str, os.P
   if mismatches:
     raise _mismatch_error(source, mismatches)
   return naming.unflatten(params), report
+
+
+def load_pretrained_model_state(fresh: Mapping[str, Any], source_path: Union[str, os.PathLike]
+                                ) -> tuple[dict, list[str]]:
+  """The non-parameter collections of a fine-tuned model (BatchNorm statistics, fixed tables such as
+  T2T's performer features) taken from the pretrained run where they fit; returns (state, report).
+
+  A collection the source lacks (an .npz holds parameters only) or whose shapes changed keeps its
+  fresh value, and the report says so.
+  """
+  if not fresh:
+    return dict(fresh), []
+  saved = restore_model_state(source_path)
+  merged, lines = {}, []
+  for collection, value in fresh.items():
+    old = saved.get(collection)
+    fits = old is not None and jax.tree.structure(old) == jax.tree.structure(value) and all(
+        np.shape(a) == np.shape(b) for a, b in zip(jax.tree.leaves(old), jax.tree.leaves(value)))
+    merged[collection] = old if fits else value
+    lines.append(f"  loaded   model state '{collection}'" if fits else
+                 f"  fresh    model state '{collection}' (absent from the checkpoint or reshaped): "
+                 "kept at its initial value")
+  return merged, lines

@@ -121,7 +121,12 @@ def initial_state(config, s: Setup, ckpt: "checkpoint.Checkpointer", workdir: st
         f.write(report.format() + "\n")
     params = jax.device_put(params, s.state_shardings.params)
     opt_state = jax.jit(s.tx.init, out_shardings=s.state_shardings.opt_state)(params)
-    state = state.replace(params=params, opt_state=opt_state)
+    model_state, lines = checkpoint.load_pretrained_model_state(
+        jax.device_get(state.model_state), config.init_from)
+    for line in lines:
+      print(line)
+    model_state = jax.device_put(model_state, s.state_shardings.model_state)
+    state = state.replace(params=params, opt_state=opt_state, model_state=model_state)
   return state, 0
 
 
