@@ -94,6 +94,7 @@ def test_fsdp_and_tensor_rules_shard_parameters_and_keep_the_numbers():
   base, _ = run(tiny_config(), 3, devices=jax.devices()[:1])
   config = tiny_config(data=2, fsdp=2, tensor=2)
   config.sharding = "fsdp_tensor"
+  config.fsdp_min_size = 0  # shard even this tiny model's kernels
   setup = loop.setup(config, TenClassSource())
   kernel = setup.state_shardings.params["Transformer"]["encoderblock_0"]["MlpBlock_0"]["Dense_0"]
   assert tuple(kernel["kernel"].spec) == ("fsdp", "tensor")
