@@ -189,3 +189,29 @@ def test_model_state_comes_from_the_pretrained_run_where_it_fits(tmp_path):
   save_npz({"w": np.ones(2, np.float32)}, tmp_path / "p.npz")
   state, _ = load_pretrained_model_state(fresh, tmp_path / "p.npz")
   np.testing.assert_array_equal(state["batch_stats"]["mean"], 0.0)
+
+
+def test_lvvit_finetune_at_twice_the_resolution_resizes_its_position_embeddings():
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from vit_jax.checkpoint import load_pretrained  # pylint: disable=import-outside-toplevel
+  from vit_jax.models import create_model  # pylint: disable=import-outside-toplevel
+
+  def random_variables(size):
+    model = create_model("LV-ViT-test", image_size=size)
+    shapes = jax.eval_shape(lambda: nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)))))
+    rng = np.random.RandomState(size)
+    # Positive values keep the BatchNorm variances valid.
+    return model, jax.tree.map(lambda s: np.abs(rng.randn(*s.shape)).astype(np.float32) * 0.1, shapes)
+
+  _, low = random_variables(32)
+  high_model, high = random_variables(64)
+  params, report = load_pretrained(high["params"], low["params"], has_class_token=True,
+                                   keep_pre_logits=False)
+  resized = {key: (old, new) for key, old, new in report.resized}
+  (old, new), = resized.values()
+  assert old == (1, 17, 32) and new == (1, 65, 32)  # 4x4 -> 8x8 token grid plus the class token
+  logits = high_model.apply({**high, "params": params}, jnp.ones((1, 64, 64, 3)))
+  assert logits.shape == (1, 10) and bool(jnp.all(jnp.isfinite(logits)))
