@@ -1,5 +1,6 @@
 """Specification of batching: a deterministic, resumable, sharded train stream; a masked eval."""
 import itertools
+import os
 
 import numpy as np
 import pytest
@@ -10,21 +11,11 @@ from vit_jax.data import preprocess
 from vit_jax.data import sources
 
 
-class IndexedSource(sources.Source):
-  """n random 8x8 images; example i is labelled i, so labels identify examples."""
-
-  def __init__(self, n, size=8):
-    self.num_classes = n
-    rng = np.random.default_rng(0)
-    self.images = rng.integers(0, 256, (n, size, size, 3), np.uint8)
-
-  def num_examples(self, split):
-    return len(self.images)
-
-  def read(self, split, shard_index=0, shard_count=1):
-    labels = np.arange(len(self.images), dtype=np.int32)
-    ds = tf.data.Dataset.from_tensor_slices({"image": self.images, "label": labels})
-    return ds.shard(shard_count, shard_index)
+def IndexedSource(n, size=8):  # pylint: disable=invalid-name
+  """n random images; example i is labelled i, so labels identify examples (both splits)."""
+  images = np.random.default_rng(0).integers(0, 256, (n, size, size, 3), np.uint8)
+  return sources.ArraySource("indexed", images, np.arange(n), n,
+                             {"train": np.arange(n), "test": np.arange(n)})
 
 
 CONFIG = sources.default_data_config()
@@ -56,7 +47,8 @@ def test_train_batches_from_digits_config_have_the_promised_shapes_and_range():
 def test_plain_augmentation_passes_pixels_through_value_range():
   source = IndexedSource(16)
   (batch,) = _train(source, 1)
-  expected = source.images[batch["label"]].astype(np.float32) / 127.5 - 1.0
+  images = np.random.default_rng(0).integers(0, 256, (16, 8, 8, 3), np.uint8)  # As IndexedSource.
+  expected = images[batch["label"]].astype(np.float32) / 127.5 - 1.0
   np.testing.assert_allclose(batch["image"], expected, atol=1e-6)
 
 
@@ -111,6 +103,21 @@ def test_augmentation_of_an_example_does_not_depend_on_the_process_count():
     np.testing.assert_array_equal(images[0], images[1])
 
 
+def test_a_source_must_tag_its_examples_with_index_and_key():
+  class Bare(sources.Source):
+    num_classes = 2
+
+    def num_examples(self, split):
+      return 8
+
+    def read(self, split, shard_index=0, shard_count=1):
+      return tf.data.Dataset.from_tensor_slices(
+          {"image": np.zeros((8, 2, 2, 3), np.uint8), "label": np.zeros(8, np.int32)})
+
+  with pytest.raises(ValueError, match="without \\['index', 'key'\\].*every_nth"):
+    pipeline.train_batches(CONFIG, source=Bare(), batch_size=4, image_size=2, seed=0)
+
+
 def test_train_batches_reject_bad_batch_sizes():
   with pytest.raises(ValueError, match="multiple of process_count=3"):
     _train(IndexedSource(32), 1, batch_size=16, process_count=3)
@@ -131,7 +138,8 @@ def test_eval_covers_every_example_once_and_masks_the_padding():
     assert batch["image"].shape == (8, 8, 8, 3) and batch["mask"].dtype == np.float32
   np.testing.assert_array_equal(np.concatenate([b["mask"] for b in batches]), [1] * 37 + [0] * 3)
   assert _real_labels(batches) == list(range(37))
-  expected = preprocess.value_range(preprocess.resize(source.images[5], 8)).numpy()
+  images = np.random.default_rng(0).integers(0, 256, (37, 8, 8, 3), np.uint8)  # As IndexedSource.
+  expected = preprocess.value_range(preprocess.resize(images[5], 8)).numpy()
   np.testing.assert_array_equal(batches[0]["image"][5], expected)
 
 
@@ -143,3 +151,113 @@ def test_eval_over_two_processes_gives_equal_batch_counts_and_every_example_once
   assert len(per_process[0]) == len(per_process[1]) == pipeline.eval_steps(37, 8, 2) == 5
   assert all(b["image"].shape == (4, 6, 6, 3) for bs in per_process for b in bs)
   assert sorted(_real_labels(per_process[0]) + _real_labels(per_process[1])) == list(range(37))
+
+
+# ----------------------------------------------------------------------------- pipeline strings
+
+def test_the_augment_config_is_shorthand_for_a_pipeline_string():
+  assert pipeline.default_pp_train(pipeline.default_augment_config(), 224) == (
+      "decode|inception_crop(224, area_min=0.05)|flip_lr|value_range(-1, 1)")
+  assert pipeline.default_pp_train(PLAIN, 32, multi_label=True) == (
+      "decode|resize(32)|value_range(-1, 1)|multi_hot")
+  source = IndexedSource(24)
+  config = sources.default_data_config()
+  config.pp_train = "decode|inception_crop(8, area_min=0.05)|flip_lr|value_range(-1, 1)"
+  by_string = list(itertools.islice(pipeline.train_batches(
+      config, source=source, batch_size=8, image_size=8, seed=0), 4))
+  _assert_same_batches(by_string, _train(source, 4, augment=pipeline.default_augment_config()))
+
+
+def test_pipeline_strings_set_train_and_eval_preprocessing():
+  config = sources.default_data_config()
+  config.update(pp_train="decode|randaug(2, 9)|resize(6)|value_range(0, 1)|onehot(smoothing=0.1)",
+                pp_eval="decode|resize_small(7)|central_crop(5)|value_range(0, 1)|onehot")
+  source = IndexedSource(16)
+  (batch,) = itertools.islice(pipeline.train_batches(config, source=source, batch_size=8,
+                                                     image_size=99, seed=0), 1)
+  assert batch["image"].shape == (8, 6, 6, 3) and 0 <= batch["image"].min()
+  np.testing.assert_allclose(batch["label"].sum(-1), 1.0, rtol=1e-6)
+  assert batch["label"].max() == pytest.approx(0.9 + 0.1 / 16)
+  (evaluation, *_) = pipeline.eval_batches(config, source=source, batch_size=8, image_size=99)
+  assert evaluation["image"].shape == (8, 5, 5, 3) and evaluation["label"].shape == (8, 16)
+
+
+def test_pipeline_strings_that_cannot_fit_the_source_are_clear_errors(tmp_path):
+  config = sources.default_data_config()
+  config.pp_train = "decode|resize(8)|onehot(3)"
+  with pytest.raises(ValueError, match="3-class targets but the source has 16 classes"):
+    pipeline.train_batches(config, source=IndexedSource(16), batch_size=8, image_size=8, seed=0)
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  os.makedirs(tmp_path / "a")
+  Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "a" / "0.png")
+  Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "a" / "1.png")
+  config.update(source="folder", root=str(tmp_path), test_fraction=0.5, pp_train="resize(8)")
+  with pytest.raises(ValueError, match="no decoding op: start it with decode"):
+    pipeline.train_batches(config, batch_size=1, image_size=8, seed=0)
+
+
+def test_mixup_is_part_of_the_pure_function_of_seed_and_step():
+  config = sources.default_data_config()
+  config.update(pp_train="decode|flip_lr|value_range|onehot", pp_batch="mixup(1.0)|cutmix(1.0)")
+  source = IndexedSource(24)
+  stream = lambda start, n: list(itertools.islice(pipeline.train_batches(  # noqa: E731
+      config, source=source, batch_size=8, image_size=8, seed=3, start_step=start), n))
+  fresh = stream(0, 6)
+  _assert_same_batches(stream(4, 2), fresh[4:])
+  for batch in fresh:
+    np.testing.assert_allclose(batch["label"].sum(-1), 1.0, rtol=1e-6)
+    assert (batch["label"] > 0).sum(-1).max() >= 2  # Mixed targets.
+
+
+def test_more_tf_data_threads_give_the_same_stream():
+  source = IndexedSource(24)
+  augment = pipeline.default_augment_config()
+  config = sources.default_data_config()
+  config.threads = 2
+  threaded = list(itertools.islice(pipeline.train_batches(
+      config, source=source, batch_size=8, image_size=8, seed=0, augment=augment), 4))
+  _assert_same_batches(threaded, _train(source, 4, augment=augment))
+
+
+# ----------------------------------------------------------------------------- bad data
+
+def _folder_with_bad_images(root, n=12, bad=(2, 7)):
+  """Class folders holding n PNGs (image i filled with 10 i, labelled i % 2); some corrupt."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  for i in range(n):
+    path = os.path.join(root, f"c{i % 2}", f"{i:02d}.png")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(np.full((4, 4, 3), 10 * i, np.uint8)).save(path)
+    if i in bad:
+      with open(path, "r+b") as f:
+        f.truncate(30)
+
+
+def test_undecodable_train_images_are_skipped_counted_and_refilled_from_their_batch(tmp_path):
+  _folder_with_bad_images(str(tmp_path))
+  config = sources.default_data_config()
+  config.update(source="folder", root=str(tmp_path), test_fraction=0.5,
+                pp_train="decode|value_range(0, 255)", pp_eval="decode|value_range(0, 255)")
+  source = sources.get_source(config)
+  batches = pipeline.train_batches(config, source=source, batch_size=3, image_size=4, seed=0)
+  epoch = list(itertools.islice(batches, 2))  # 6 train images of which 0-2 are corrupt.
+  bad_keys = [os.path.basename(k) for k in batches.skipped_keys]
+  assert batches.skipped == len(bad_keys) and set(bad_keys) <= {"02.png", "07.png"}
+  values = [int(v) for b in epoch for v in b["image"][:, 0, 0, 0]]
+  labels = [int(l) for b in epoch for l in b["label"]]
+  assert all(v not in (20, 70) for v in values)  # Bad images never reach a batch...
+  assert all(l == (v // 10) % 2 for v, l in zip(values, labels))  # ...nor change a label.
+  assert len(set(values)) == 6 - batches.skipped  # Their slots hold copies of readable examples.
+  evaluation = pipeline.eval_batches(config, source=source, batch_size=4, image_size=4)
+  real = [int(v) for b in evaluation for v, m in zip(b["image"][:, 0, 0, 0], b["mask"]) if m]
+  assert len(real) == len(set(real)) == 6 - evaluation.skipped
+  assert batches.skipped + evaluation.skipped == 2
+
+
+def test_example_seeds_are_tf_fold_in_of_the_example_index():
+  base = tf.constant([12, 34], tf.int64)
+  seed_of = pipeline.example_seeds(base)
+  for index in (0, 1, 977, 2**40):
+    np.testing.assert_array_equal(
+        seed_of({"index": tf.constant(index, tf.int64)}).numpy(),
+        tf.random.experimental.stateless_fold_in(base, tf.constant(index, tf.int64)).numpy())

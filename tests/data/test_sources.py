@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from vit_jax.data import preprocess
 from vit_jax.data import sources
 
 
@@ -18,6 +19,8 @@ def _config(**overrides):
 
 
 def _examples(ds):
+  """The examples of a source's dataset as numpy, with encoded images decoded (as decode does)."""
+  ds = ds.map(lambda ex: {**ex, "image": preprocess.decode(ex["image"])})
   return [{k: np.asarray(v) for k, v in ex.items()} for ex in ds.as_numpy_iterator()]
 
 
@@ -82,6 +85,29 @@ def test_shard_i_of_n_holds_every_nth_example(digits):
     assert shard == full[i::3]
 
 
+def test_examples_carry_their_position_in_the_split_and_a_key(digits):
+  full = _examples(digits.read("test"))
+  assert [int(ex["index"]) for ex in full] == list(range(359))
+  assert full[5]["key"] == b"digits/test#5"
+  shard = _examples(digits.read("test", shard_index=1, shard_count=3))
+  assert [int(ex["index"]) for ex in shard] == list(range(1, 359, 3))
+  assert digits.shard_size("test", 1, 3) == len(shard) == 120
+
+
+def test_a_new_source_is_one_registered_function():
+  @sources.register_source("test_constant")
+  def constant(data_config):
+    del data_config
+    images = np.full((6, 2, 2, 3), 9, np.uint8)
+    return sources.ArraySource("constant", images, np.arange(6) % 2, 2,
+                               {"train": np.arange(4), "test": np.arange(4, 6)})
+
+  assert "test_constant" in sources.available_sources()
+  source = sources.get_source(_config(source="test_constant"))
+  assert source.num_examples("train") == 4 and source.num_classes == 2
+  assert [int(ex["label"]) for ex in _examples(source.read("test"))] == [0, 1]
+
+
 def test_unknown_split_and_source_are_clear_errors(digits):
   with pytest.raises(ValueError, match="no split 'validation'"):
     digits.num_examples("validation")
@@ -143,6 +169,16 @@ def test_folder_uses_train_and_test_subfolders_as_splits(tmp_path):
   assert len(_examples(source.read("test", shard_index=1, shard_count=2))) == 3
 
 
+def test_folder_examples_are_keyed_by_their_path_and_read_as_encoded_bytes(tmp_path):
+  _make_folder(str(tmp_path))
+  source = sources.get_source(_config(source="folder", root=str(tmp_path), test_fraction=0.5))
+  (first, *_) = source.read("train").as_numpy_iterator()
+  assert isinstance(first["image"], bytes)  # Encoded: decoding is the pipeline's first op.
+  assert os.path.isfile(first["key"].decode())
+  with open(first["key"].decode(), "rb") as f:
+    assert f.read() == first["image"]
+
+
 def test_folder_missing_or_empty_root_is_a_clear_error(tmp_path):
   with pytest.raises(FileNotFoundError, match="does not exist"):
     sources.get_source(_config(source="folder", root=str(tmp_path / "nope")))
@@ -194,12 +230,26 @@ def test_tfds_reads_a_prepared_dataset_as_rgb_uint8(tiny_tfds_dir):
   assert all(int(ex["label"]) == int(ex["image"][0, 0, 0]) // 20 % 3 for ex in examples)
 
 
-def test_tfds_shards_are_disjoint_and_cover_the_split(tiny_tfds_dir):
+def test_tfds_shards_are_contiguous_parts_that_cover_the_split(tiny_tfds_dir):
   source = sources.get_source(_config(source="tfds", name="vit_jax_tiny_gray",
                                       data_dir=tiny_tfds_dir))
-  full = [_key(ex) for ex in _examples(source.read("train"))]
-  shards = [[_key(ex) for ex in _examples(source.read("train", i, 2))] for i in range(2)]
-  assert shards[0] == full[0::2] and shards[1] == full[1::2]
+  full = _examples(source.read("train"))
+  assert [int(ex["index"]) for ex in full] == list(range(9))
+  assert all(ex["key"].item().startswith(b"vit_jax_tiny_gray-train.tfrecord") for ex in full)
+  shards = [_examples(source.read("train", i, 2)) for i in range(2)]
+  assert [_key(ex) for ex in shards[0] + shards[1]] == [_key(ex) for ex in full]
+  assert [int(ex["index"]) for ex in shards[1]] == list(range(len(shards[0]), 9))
+  assert [source.shard_size("train", i, 2) for i in range(2)] == [len(s) for s in shards]
+  assert source.files("train") and all(os.path.isfile(f) for f in source.files("train"))
+
+
+def test_tfds_split_slices_work_as_splits(tiny_tfds_dir):
+  source = sources.get_source(_config(source="tfds", name="vit_jax_tiny_gray",
+                                      data_dir=tiny_tfds_dir))
+  assert source.num_examples("train[2:]") == 7
+  assert len(_examples(source.read("train[2:]", 1, 2))) == source.shard_size("train[2:]", 1, 2)
+  with pytest.raises(ValueError, match="no split 'validation'"):
+    source.num_examples("validation")
 
 
 def test_tfds_unprepared_dataset_fails_fast_saying_how_to_prepare_it(tmp_path):

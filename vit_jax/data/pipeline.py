@@ -1,27 +1,51 @@
 """Per-process batching: infinite, resumable train batches and one padded, masked eval pass.
 
 Each process reads its own shard of the source (`process_index` of `process_count`) and yields
-process-local numpy batches; the trainer assembles global arrays from them. The train stream is a
-pure function of (seed, step), so a checkpoint only needs the step to resume it exactly.
+process-local numpy batches; the trainer assembles global arrays from them
+(parallel.global_batch). The train stream is a pure function of (seed, step), mixup and cutmix
+included, so a checkpoint only needs the step to resume it exactly. Examples are shuffled while
+still encoded and decoded afterwards by the pipeline string (see pp.py); undecodable examples are
+skipped and counted (see guard.py).
 """
-from typing import Dict, Iterator, Optional
+from typing import Optional
 
 import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from vit_jax.data import preprocess
+from vit_jax.data import guard, pp
+from vit_jax.data.guard import Batches
 from vit_jax.data.sources import Source, get_source
 
-Batch = Dict[str, np.ndarray]
 CROPS = ("inception", "resize")
 _SHUFFLE_SALT = 0x5EED5  # Keeps the shuffle order and the augmentation draws independent.
 _AUGMENT_SALT = 0xA46
+_MIX_SALT = 0x313C
+_EVAL_SALT = 0xE7A1
+_SEED = "_seed"  # Per-example seed, carried from the decoding ops to the rest of the pipeline.
 
 
 def default_augment_config() -> ml_collections.ConfigDict:
   """Returns the train augmentation config: inception crop and random horizontal flip."""
   return ml_collections.ConfigDict({"crop": "inception", "area_min": 0.05, "flip": True})
+
+
+def default_pp_train(augment: ml_collections.ConfigDict, image_size: int,
+                     multi_label: bool = False) -> str:
+  """The train pipeline string that config.data.augment stands for (when data.pp_train is empty)."""
+  if augment.crop not in CROPS:
+    raise ValueError(f"Unknown augment.crop {augment.crop!r}: use one of {CROPS}.")
+  if not 0.0 < augment.area_min <= 1.0:
+    raise ValueError(f"augment.area_min={augment.area_min} must lie in (0, 1].")
+  crop = (f"inception_crop({image_size}, area_min={augment.area_min})"
+          if augment.crop == "inception" else f"resize({image_size})")
+  return "|".join(["decode", crop] + ["flip_lr"] * bool(augment.flip) + ["value_range(-1, 1)"] +
+                  ["multi_hot"] * multi_label)
+
+
+def default_pp_eval(image_size: int, multi_label: bool = False) -> str:
+  """The eval pipeline string used when data.pp_eval is empty: resize the whole image."""
+  return f"decode|resize({image_size})|value_range(-1, 1)" + "|multi_hot" * multi_label
 
 
 def local_batch_size(batch_size: int, process_count: int = 1) -> int:
@@ -33,13 +57,12 @@ def local_batch_size(batch_size: int, process_count: int = 1) -> int:
 
 
 def steps_per_epoch(num_examples: int, batch_size: int, process_count: int = 1) -> int:
-  """Returns the number of full train batches per epoch, the same on every process."""
-  # Shards differ in size by at most one; every process uses the smallest, so all step together.
+  """Returns the number of full train batches per epoch of evenly sharded examples."""
   return (num_examples // process_count) // local_batch_size(batch_size, process_count)
 
 
 def eval_steps(num_examples: int, batch_size: int, process_count: int = 1) -> int:
-  """Returns the number of (padded) eval batches covering every example once, on every process."""
+  """Returns the number of (padded) eval batches covering evenly sharded examples once."""
   largest_shard = -(-num_examples // process_count)
   return -(-largest_shard // local_batch_size(batch_size, process_count))
 
@@ -51,11 +74,16 @@ def _check_process(process_index: int, process_count: int) -> None:
 
 
 def _options(data_config: ml_collections.ConfigDict) -> tf.data.Options:
-  """tf.data options for a small host: a private pool of `threads` leaves XLA the cores."""
+  """tf.data's threading, set deliberately: a private pool of `threads` leaves XLA the other cores.
+
+  Parallel stages use exactly that pool (AUTOTUNE parallelism resolves to its size), and autotuning
+  is off: its per-element bookkeeping cost more than a small pipeline's work.
+  """
   options = tf.data.Options()
   options.deterministic = True
   options.threading.private_threadpool_size = data_config.threads
   options.threading.max_intra_op_parallelism = 1
+  options.autotune.enabled = False
   return options
 
 
@@ -65,124 +93,204 @@ def _epoch_seed(seed: int, salt: int, epoch) -> tf.Tensor:
       tf.constant([seed, salt], tf.int64), tf.cast(epoch, tf.int64))
 
 
-def _augment_fn(augment: ml_collections.ConfigDict, image_size: int):
-  """Returns (aug_seed, example) -> {'image': float32 [-1, 1], 'label'} for the train stream."""
-  if augment.crop not in CROPS:
-    raise ValueError(f"Unknown augment.crop {augment.crop!r}: use one of {CROPS}.")
-  if not 0.0 < augment.area_min <= 1.0:
-    raise ValueError(f"augment.area_min={augment.area_min} must lie in (0, 1].")
+def _read(source: Source, split: str, process_index: int, process_count: int) -> tf.data.Dataset:
+  """This process's examples of the split, checked to carry what the pipeline needs."""
+  examples = source.read(split, process_index, process_count)
+  missing = {"image", "index", guard.KEY} - set(examples.element_spec)
+  if missing:
+    raise ValueError(f"{type(source).__name__}.read() gives examples without {sorted(missing)}: a "
+                     "source must add 'index' and 'key' to each example (see sources.every_nth).")
+  return examples
 
-  def fn(aug_seed, example):
-    # Seeds come from (seed, epoch, global example index): independent of the process count.
-    example_seed = tf.random.experimental.stateless_fold_in(aug_seed, example["index"])
-    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(example_seed, 2))
-    image = example["image"]
-    if augment.crop == "inception":
-      image = preprocess.inception_crop(image, image_size, (augment.area_min, 1.0), seed=crop_seed)
-    else:
-      image = preprocess.resize(image, image_size)
-    if augment.flip:
-      image = preprocess.flip_lr(image, flip_seed)
-    return {"image": preprocess.value_range(image), "label": example["label"]}
 
-  return fn
+def _preprocessed(examples: tf.data.Dataset, preprocess: pp.Preprocess, source: Source,
+                  data_config: ml_collections.ConfigDict, base_seed: tf.Tensor, *,
+                  mask: bool = False) -> tf.data.Dataset:
+  """Runs the pipeline string on examples, example i seeded by fold_in(base_seed, index).
+
+  Images decoded in memory cannot fail to decode: they take one map (per-example map calls
+  dominate the cost of small images) to {'image', 'label'}. Encoded images run their decoding ops
+  guarded, giving {'image', 'label', guard.KEY, guard.OK}. `mask` adds 'mask' = 1.
+  """
+  def outputs(out):
+    if "label" not in out:
+      raise ValueError(f"Pipeline {preprocess.spec!r} leaves no 'label' (multi-label sources need "
+                       "multi_hot to turn 'labels' into targets).")
+    extra = {"mask": tf.constant(1.0, tf.float32)} if mask else {}
+    return {"image": out["image"], "label": out["label"], **extra}
+
+  seed_of = example_seeds(base_seed)
+
+  if not _encoded(examples):
+    ds = examples.map(lambda ex: outputs(preprocess(ex, seed_of(ex))),
+                      num_parallel_calls=_parallel_calls(data_config))
+  else:
+    if not preprocess.num_decoding_ops:
+      raise ValueError(f"The source yields encoded images but pipeline {preprocess.spec!r} has no "
+                       "decoding op: start it with decode.")
+
+    def decoding(ex):
+      example_seed = seed_of(ex)
+      return {**preprocess.decoding_part(ex, example_seed), _SEED: example_seed}
+
+    ds = guard.guarded_map(examples, decoding, parallelism=data_config.threads)
+    rest = lambda ex: outputs(preprocess.rest(ex, ex[_SEED]))  # noqa: E731
+    ds = ds.map(guard.unless_bad(rest, ds), num_parallel_calls=_parallel_calls(data_config))
+  _check_output(ds.element_spec, preprocess, source)
+  return ds
+
+
+def _parallel_calls(data_config: ml_collections.ConfigDict) -> Optional[int]:
+  """Parallel maps only with several threads: with one, their hand-offs cost without gain."""
+  return tf.data.AUTOTUNE if data_config.threads > 1 else None
+
+
+def example_seeds(base_seed: tf.Tensor):
+  """Returns example -> stateless_fold_in(base_seed, example['index']), computed cheaply.
+
+  fold_in(seed, i) is [uniform_int(seed), i]: the draw is made once here, so each example costs
+  a stack instead of a random op (the draw dominated the cost of small in-memory images).
+  """
+  first = tf.random.stateless_uniform([], seed=base_seed, minval=None, maxval=None, dtype=tf.int64)
+  return lambda example: tf.stack([first, tf.cast(example["index"], tf.int64)])
+
+
+def _encoded(examples: tf.data.Dataset) -> bool:
+  return examples.element_spec["image"].dtype == tf.string
+
+
+def _check_output(spec, preprocess: pp.Preprocess, source: Source) -> None:
+  image, label = spec["image"], spec["label"]
+  if image.dtype == tf.string or image.shape.rank != 3:
+    raise ValueError(f"Pipeline {preprocess.spec!r} must produce (H, W, C) images, got "
+                     f"{image.dtype.name} of rank {image.shape.rank}.")
+  if label.shape.rank == 1 and label.shape[0] is not None and label.shape[0] < source.num_classes:
+    raise ValueError(f"Pipeline {preprocess.spec!r} makes {label.shape[0]}-class targets but the "
+                     f"source has {source.num_classes} classes.")
+  if label.shape.rank == 1 and label.dtype.is_integer:
+    raise ValueError(f"Pipeline {preprocess.spec!r} leaves integer label lists: add multi_hot.")
+
+
+def _describe(source: Source, split: str, process_index: int, process_count: int) -> str:
+  return (f"{type(source).__name__} split {split!r}" +
+          (f" (process {process_index} of {process_count})" if process_count > 1 else ""))
 
 
 def train_batches(data_config: ml_collections.ConfigDict, *, source: Optional[Source] = None,
                   batch_size: int, image_size: int, seed: int, start_step: int = 0,
                   process_index: int = 0, process_count: int = 1,
-                  augment: Optional[ml_collections.ConfigDict] = None) -> Iterator[Batch]:
+                  augment: Optional[ml_collections.ConfigDict] = None) -> Batches:
   """Yields this process's share of train batches `start_step`, `start_step + 1`, ... forever.
 
-  Each epoch reshuffles this process's shard with a seed derived from (seed, epoch) and drops the
-  last partial batch; resuming at `start_step=k` skips only within epoch k // steps_per_epoch.
+  Each epoch reshuffles this process's shard (still encoded) with a seed derived from (seed, epoch)
+  and drops the last partial batch; resuming at `start_step=k` skips encoded examples only.
+  Augmentation seeds come from (seed, epoch, example index) and batch-op seeds from (seed, step).
   (tf.data's shuffle also reads TF's global seed: leave tf.random.set_seed alone, or set it the
   same in every run.)
 
   Args:
-    data_config: see sources.default_data_config (reads train_split, shuffle_buffer, threads,
-      prefetch, and the source keys when `source` is None).
+    data_config: see sources.default_data_config (reads train_split, pp_train, pp_batch,
+      shuffle_buffer, threads, prefetch, and the source keys when `source` is None).
     source: the examples; None builds one from data_config.
     batch_size: global batch size, split evenly over processes.
-    image_size: output side length.
+    image_size: output side length of the default pipeline.
     seed: the stream's seed.
     start_step: index of the first batch to yield.
     process_index: this process's index.
     process_count: number of processes reading the stream.
-    augment: crop ('inception' | 'resize'), area_min, flip; None: default_augment_config().
+    augment: crop ('inception' | 'resize'), area_min, flip, used when data_config.pp_train is
+      empty; None: default_augment_config().
 
   Returns:
-    An iterator of {'image': float32 (local_batch, size, size, 3) in [-1, 1], 'label': int32}.
+    An iterator (guard.Batches) of {'image': float32 (local_batch, H, W, 3), 'label': int32
+    (local_batch,) or float32 (local_batch, num_classes)}; its `skipped` counts undecodable examples.
   """
   source = source if source is not None else get_source(data_config)
   augment = augment if augment is not None else default_augment_config()
   _check_process(process_index, process_count)
   local_batch = local_batch_size(batch_size, process_count)
   split = data_config.train_split
-  num_examples = source.num_examples(split)
-  steps = steps_per_epoch(num_examples, batch_size, process_count)
+  spec = (data_config.get("pp_train", "") or
+          default_pp_train(augment, image_size, source.multi_label))
+  preprocess = pp.build(spec, num_classes=source.num_classes)
+  batch_ops = pp.build_batch(data_config.get("pp_batch", ""), num_classes=source.num_classes)
+  sizes = [source.shard_size(split, i, process_count) for i in range(process_count)]
+  steps = min(sizes) // local_batch  # The same on every process, so all step together.
   if steps == 0:
-    raise ValueError(f"Split {split!r} has {num_examples} examples, fewer than one global batch of "
-                     f"{batch_size} (over {process_count} processes): lower the batch size.")
+    raise ValueError(f"Split {split!r} has {source.num_examples(split)} examples, fewer than one "
+                     f"global batch of {batch_size} (over {process_count} processes): lower the "
+                     "batch size.")
   if start_step < 0:
     raise ValueError(f"start_step={start_step} must be >= 0.")
   first_epoch, offset = divmod(start_step, steps)
 
-  # Tag each example with its index in the whole split: shard i of n holds i, i + n, i + 2n, ...
-  examples = source.read(split, process_index, process_count).enumerate().map(
-      lambda i, ex: {**ex, "index": i * process_count + process_index})
-  buffer_size = max(1, min(data_config.shuffle_buffer, num_examples // process_count + 1))
+  examples = _read(source, split, process_index, process_count)
+  buffer_size = max(1, min(data_config.shuffle_buffer, sizes[process_index] + 1))
 
-  def epoch(e):
+  def epoch(e, skip=0):
     shuffle_seed = tf.random.stateless_uniform(  # A scalar mixing both halves of the pair.
         [], seed=_epoch_seed(seed, _SHUFFLE_SALT, e), minval=None, maxval=None, dtype=tf.int64)
-    aug_seed = _epoch_seed(seed, _AUGMENT_SALT, e)
     ds = examples.shuffle(buffer_size, seed=shuffle_seed, reshuffle_each_iteration=False)
-    return ds.take(steps * local_batch).map(lambda ex: (aug_seed, ex))
+    ds = ds.take(steps * local_batch).skip(skip)  # Resuming skips examples before decoding.
+    return _preprocessed(ds, preprocess, source, data_config, _epoch_seed(seed, _AUGMENT_SALT, e))
 
   later = tf.data.Dataset.range(first_epoch + 1, np.iinfo(np.int64).max).flat_map(epoch)
-  ds = epoch(first_epoch).skip(offset * local_batch).concatenate(later)
-  ds = ds.map(_augment_fn(augment, image_size), num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.batch(local_batch, drop_remainder=True).prefetch(data_config.prefetch)
-  return ds.with_options(_options(data_config)).as_numpy_iterator()
+  ds = epoch(first_epoch, offset * local_batch).concatenate(later)
+  guarded = _encoded(examples)
+  ds = guard.batch_examples(ds, local_batch, drop_remainder=True)
+  if guarded:
+    ds = ds.map(guard.refill_bad_slots)
+  if data_config.get("pp_batch", ""):
+    mix_seed = tf.constant([seed, _MIX_SALT], tf.int64)
+    ds = ds.enumerate(start_step).map(lambda step, batch: batch_ops(
+        batch, tf.random.experimental.stateless_fold_in(mix_seed, step)))
+  ds = ds.prefetch(data_config.prefetch).with_options(_options(data_config))
+  return Batches(ds, what=_describe(source, split, process_index, process_count),
+                 files=source.files(split, process_index, process_count), train=True)
 
 
 def eval_batches(data_config: ml_collections.ConfigDict, *, source: Optional[Source] = None,
                  split: Optional[str] = None, batch_size: int, image_size: int,
-                 process_index: int = 0, process_count: int = 1) -> Iterator[Batch]:
-  """Yields one pass over this process's shard of `split`, resized, padded to full batches.
+                 process_index: int = 0, process_count: int = 1) -> Batches:
+  """Yields one pass over this process's shard of `split`, preprocessed, padded to full batches.
 
-  Every example appears exactly once over all processes; all processes yield the same number of
-  batches (eval_steps), and each batch carries 'mask' (float32: 1 real example, 0 padding).
+  Every readable example appears exactly once over all processes; all processes yield the same
+  number of batches, and each batch carries 'mask' (float32: 1 real example, 0 padding or an
+  undecodable example, which is also logged and counted).
 
   Args:
-    data_config: see sources.default_data_config (reads test_split, threads, prefetch).
+    data_config: see sources.default_data_config (reads test_split, pp_eval, threads, prefetch).
     source: the examples; None builds one from data_config.
     split: split to read; None: data_config.test_split.
     batch_size: global batch size, split evenly over processes.
-    image_size: output side length.
+    image_size: output side length of the default pipeline.
     process_index: this process's index.
     process_count: number of processes reading the split.
 
   Returns:
-    An iterator of {'image': float32 (local_batch, size, size, 3), 'label': int32, 'mask': float32}.
+    An iterator (guard.Batches) of {'image': float32 (local_batch, H, W, 3), 'label', 'mask'}.
   """
   source = source if source is not None else get_source(data_config)
   split = split if split is not None else data_config.test_split
   _check_process(process_index, process_count)
   local_batch = local_batch_size(batch_size, process_count)
-  num_examples = source.num_examples(split)
-  local_count = len(range(process_index, num_examples, process_count))
-  num_padding = eval_steps(num_examples, batch_size, process_count) * local_batch - local_count
+  spec = data_config.get("pp_eval", "") or default_pp_eval(image_size, source.multi_label)
+  preprocess = pp.build(spec, num_classes=source.num_classes)
+  largest = max(source.shard_size(split, i, process_count) for i in range(process_count))
+  num_batches = -(-largest // local_batch)
 
-  def prepare(example):
-    image = preprocess.value_range(preprocess.resize(example["image"], image_size))
-    return {"image": image, "label": example["label"], "mask": tf.constant(1.0, tf.float32)}
-
-  padding = tf.data.Dataset.from_tensors({
-      "image": tf.zeros([image_size, image_size, 3], tf.float32),
-      "label": tf.constant(0, tf.int32), "mask": tf.constant(0.0, tf.float32)}).repeat(num_padding)
-  ds = source.read(split, process_index, process_count)
-  ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).concatenate(padding)
-  ds = ds.batch(local_batch).prefetch(data_config.prefetch)
-  return ds.with_options(_options(data_config)).as_numpy_iterator()
+  examples = _read(source, split, process_index, process_count)
+  eval_seed = tf.constant([0, _EVAL_SALT], tf.int64)  # For random ops in an eval pipeline.
+  ds = _preprocessed(examples, preprocess, source, data_config, eval_seed, mask=True)
+  guarded = _encoded(examples)
+  padding = {k: guard.placeholder(s) for k, s in ds.element_spec.items()}
+  padding["mask"] = tf.constant(0.0, tf.float32)
+  if guarded:  # Not ok, and no key: masked, never counted as skipped.
+    padding.update({guard.OK: tf.constant(False), guard.KEY: tf.constant("")})
+  ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat())
+  ds = guard.batch_examples(ds.take(num_batches * local_batch), local_batch)
+  if guarded:
+    ds = ds.map(guard.mask_bad_slots)
+  ds = ds.prefetch(data_config.prefetch).with_options(_options(data_config))
+  return Batches(ds, what=_describe(source, split, process_index, process_count),
+                 files=source.files(split, process_index, process_count), train=False)

@@ -1,18 +1,21 @@
-"""Where examples come from: one small class per source behind the `Source` interface.
+"""Where examples come from: one small class per source behind the `Source` interface, by name.
 
-Every source yields decoded examples `{'image': uint8 (H, W, 3), 'label': int32 ()}` in a fixed
-order (shuffling belongs to the pipeline), and shards with `ds.shard`, so shard i of n holds the
-examples at positions i, i + n, i + 2n, ... of that order.
+A source reads a split in a fixed order (shuffling, decoding and batching belong to the pipeline)
+as examples {'image': encoded bytes (tf.string) or uint8 (H, W, C); 'label': int32 () or, for
+multi-label sources, 'labels': int32 (n,); 'index': int64 (); 'key': string}. 'index' is the
+example's position in the split, the same whatever the number of processes (augmentation seeds come
+from it), and 'key' names the file or record it came from (messages about bad data quote it).
+A new source is a function config -> Source registered with @register_source(name); the built-in
+ones are 'digits' (embedded), 'folder', 'tfds' (incl. the ImageNet-21k builder) and 'jft'.
 """
 import abc
 import os
-from typing import Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import ml_collections
 import numpy as np
 import tensorflow as tf
 
-SOURCES = ("digits", "tfds", "folder")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 _SPLIT_SEED = 0  # Fixed seed of the train/test permutation for sources without their own splits.
 
@@ -31,15 +34,23 @@ hide_gpus_from_tensorflow()
 def default_data_config() -> ml_collections.ConfigDict:
   """Returns the data config with every key a source or the pipeline reads (lockable)."""
   return ml_collections.ConfigDict({
-      "source": "digits",   # One of SOURCES.
-      "name": "",           # TFDS dataset name, e.g. 'cifar10' or 'imagenet2012:5.1.0'.
+      "source": "digits",   # A registered source: digits, folder, tfds, jft (available_sources()).
+      "name": "",           # TFDS dataset name: 'cifar10', 'imagenet2012:5.1.0', 'imagenet21k', ...
       "data_dir": ml_collections.config_dict.placeholder(str),  # TFDS data_dir; None: TFDS default.
       "download": False,    # TFDS only: download and prepare when not prepared (needs internet).
-      "root": "",           # Image folder: root/<class>/*.jpg|png or root/{train,test}/<class>/.
+      "label_key": "label",  # TFDS only: the label feature (ClassLabel; a Sequence: multi-label).
+      "root": "",           # folder: root/<class>/*.jpg or root/{train,test}/<class>/; jft: its dir.
       "train_split": "train",
       "test_split": "test",
       "test_fraction": 0.2,  # Held-out fraction for digits and folders without split subfolders.
-      "shuffle_buffer": 10_000,  # Train shuffle buffer (decoded examples) per process.
+      # Example pipelines as pp strings (see vit_jax/data/pp.py), e.g.
+      # 'decode|inception_crop(224)|flip_lr|value_range(-1,1)'. Empty: from config.data.augment
+      # (train) or 'decode|resize(image_size)|value_range(-1,1)' (eval), plus multi_hot for
+      # multi-label sources.
+      "pp_train": "",
+      "pp_eval": "",
+      "pp_batch": "",       # Train batch ops, e.g. 'mixup(0.2)' or 'cutmix(1.0)'; seeds: (seed, step).
+      "shuffle_buffer": 10_000,  # Train shuffle buffer (encoded examples) per process.
       "threads": 1,         # tf.data private thread pool size: keep small so XLA keeps the cores.
       "prefetch": 2,        # Batches prefetched by tf.data.
   })
@@ -48,19 +59,75 @@ def default_data_config() -> ml_collections.ConfigDict:
 class Source(abc.ABC):
   """A labelled image dataset with named splits, read as a deterministic, shardable tf.data."""
   num_classes: int
+  multi_label: bool = False  # True: examples carry 'labels' (int32 (n,)) instead of 'label'.
 
   @abc.abstractmethod
   def num_examples(self, split: str) -> int:
     """Returns the number of examples in `split` (all shards together)."""
 
+  def shard_size(self, split: str, shard_index: int = 0, shard_count: int = 1) -> int:
+    """Returns the number of examples in shard `shard_index` of `shard_count` of `split`."""
+    _check_shard(shard_index, shard_count)
+    return len(range(shard_index, self.num_examples(split), shard_count))
+
   @abc.abstractmethod
   def read(self, split: str, shard_index: int = 0, shard_count: int = 1) -> tf.data.Dataset:
-    """Returns shard `shard_index` of `shard_count` of `split`, in a fixed order, unbatched."""
+    """Returns shard `shard_index` of `shard_count` of `split`, in a fixed order, unbatched.
+
+    The shards of one split are disjoint and together hold every example once.
+    """
+
+  def files(self, split: str, shard_index: int = 0, shard_count: int = 1) -> List[str]:
+    """The record files that shard reads (to name an unreadable one); [] if it reads none."""
+    del split, shard_index, shard_count
+    return []
+
+
+_REGISTRY: Dict[str, Callable[[ml_collections.ConfigDict], Source]] = {}
+
+
+def register_source(name: str):
+  """Registers factory(data_config) -> Source as config.data.source=name."""
+  def wrap(factory):
+    _REGISTRY[name] = factory
+    return factory
+  return wrap
+
+
+def available_sources() -> Tuple[str, ...]:
+  _import_builtin_sources()
+  return tuple(sorted(_REGISTRY))
+
+
+def _import_builtin_sources() -> None:
+  # Imported here (jft imports this module); importing registers 'jft'.
+  from vit_jax.data import jft  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
+
+
+def get_source(data_config: ml_collections.ConfigDict) -> Source:
+  """Builds the source named by data_config.source (see default_data_config for the keys)."""
+  _import_builtin_sources()
+  kind = data_config.source
+  if kind not in _REGISTRY:
+    raise ValueError(f"Unknown config.data.source {kind!r}: use one of {available_sources()}.")
+  return _REGISTRY[kind](data_config)
 
 
 def _check_shard(shard_index: int, shard_count: int) -> None:
   if not 0 <= shard_index < shard_count:
     raise ValueError(f"shard_index={shard_index} must lie in [0, shard_count={shard_count}).")
+
+
+def every_nth(ds: tf.data.Dataset, shard_index: int, shard_count: int,
+              key_prefix: str) -> tf.data.Dataset:
+  """Shard i of n of a fixed-order dataset: examples i, i + n, ..., with 'index' and 'key' added."""
+  _check_shard(shard_index, shard_count)
+
+  def tag(index, example):
+    key = example.get("key", tf.strings.join([key_prefix, tf.strings.as_string(index)]))
+    return {**example, "index": index, "key": key}
+
+  return ds.enumerate().shard(shard_count, shard_index).map(tag)
 
 
 def _split_indices(n: int, test_fraction: float) -> Dict[str, np.ndarray]:
@@ -72,81 +139,45 @@ def _split_indices(n: int, test_fraction: float) -> Dict[str, np.ndarray]:
   return {"train": perm[num_test:], "test": perm[:num_test]}
 
 
-def _lookup_split(splits: Dict, split: str, what: str):
+def lookup_split(splits: Dict, split: str, what: str):
   if split not in splits:
     raise ValueError(f"{what} has no split {split!r}; its splits are {sorted(splits)}. "
                      "Set config.data.train_split / test_split to one of them.")
   return splits[split]
 
 
-class DigitsSource(Source):
+class ArraySource(Source):
+  """Decoded uint8 images and int labels held in memory, with named splits of example indices."""
+
+  def __init__(self, name: str, images: np.ndarray, labels: np.ndarray, num_classes: int,
+               splits: Dict[str, np.ndarray]):
+    self.name, self.num_classes = name, num_classes
+    self._images, self._labels, self._splits = images, labels.astype(np.int32), splits
+
+  def num_examples(self, split: str) -> int:
+    return len(lookup_split(self._splits, split, self.name))
+
+  def read(self, split: str, shard_index: int = 0, shard_count: int = 1) -> tf.data.Dataset:
+    _check_shard(shard_index, shard_count)
+    idx = lookup_split(self._splits, split, self.name)
+    # Index and key as arrays, sliced with the examples: no per-example op (this source is used
+    # for small images, where per-example overhead dominates).
+    mine = np.arange(shard_index, len(idx), shard_count)
+    return tf.data.Dataset.from_tensor_slices({
+        "image": self._images[idx[mine]], "label": self._labels[idx[mine]],
+        "index": mine.astype(np.int64),
+        "key": np.array([f"{self.name}/{split}#{i}" for i in mine], dtype=object)})
+
+
+@register_source("digits")
+def digits_source(data_config: ml_collections.ConfigDict) -> Source:
   """sklearn's bundled 8x8 handwritten digits (1797 images, 10 classes): needs no download."""
-  num_classes = 10
-
-  def __init__(self, test_fraction: float = 0.2):
-    from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
-    digits = load_digits()
-    gray = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)  # Values 0..16 -> 0..255.
-    self._images = np.repeat(gray[..., None], 3, axis=-1)
-    self._labels = digits.target.astype(np.int32)
-    self._splits = _split_indices(len(self._labels), test_fraction)
-
-  def num_examples(self, split: str) -> int:
-    return len(_lookup_split(self._splits, split, "digits"))
-
-  def read(self, split: str, shard_index: int = 0, shard_count: int = 1) -> tf.data.Dataset:
-    _check_shard(shard_index, shard_count)
-    idx = _lookup_split(self._splits, split, "digits")
-    ds = tf.data.Dataset.from_tensor_slices(
-        {"image": self._images[idx], "label": self._labels[idx]})
-    return ds.shard(shard_count, shard_index)
-
-
-class TfdsSource(Source):
-  """A TFDS dataset already prepared under data_dir (or downloaded first when download=True)."""
-
-  def __init__(self, name: str, data_dir=None, download: bool = False):
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-    if not name:
-      raise ValueError("config.data.name is empty: set it to a TFDS dataset name, e.g. 'cifar10'.")
-    self._builder = tfds.builder(name, data_dir=data_dir)  # Reads local files only.
-    if not self._builder.is_prepared():
-      where = self._builder.data_dir
-      if not download:
-        raise FileNotFoundError(
-            f"TFDS dataset {name!r} is not prepared in data_dir={data_dir!r} (looked in {where}). "
-            f"Prepare it on a machine with internet: `tfds build {name} --data_dir=DIR` and "
-            "copy DIR here (then set config.data.data_dir=DIR), or set config.data.download=True.")
-      self._builder.download_and_prepare()
-    features = self._builder.info.features
-    for key in ("image", "label"):
-      if key not in features:
-        raise ValueError(f"TFDS dataset {name!r} has no {key!r} feature (it has {list(features)}); "
-                         "only image classification datasets are supported.")
-    self._name = name
-    self._image_feature = features["image"]
-    self.num_classes = int(features["label"].num_classes)
-
-  def num_examples(self, split: str) -> int:
-    return int(self._builder.info.splits[split].num_examples)
-
-  def read(self, split: str, shard_index: int = 0, shard_count: int = 1) -> tf.data.Dataset:
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-    _check_shard(shard_index, shard_count)
-    # Shard before decoding so each process decodes only its own images.
-    ds = self._builder.as_dataset(
-        split=split, shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()},
-        read_config=tfds.ReadConfig(add_tfds_id=False))
-    ds = ds.shard(shard_count, shard_index)
-
-    def decode(example):
-      image = self._image_feature.decode_example(example["image"])
-      if image.shape[-1] == 1:
-        image = tf.image.grayscale_to_rgb(image)
-      image = tf.ensure_shape(tf.cast(image, tf.uint8), [None, None, 3])
-      return {"image": image, "label": tf.cast(example["label"], tf.int32)}
-
-    return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+  from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
+  digits = load_digits()
+  gray = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)  # Values 0..16 -> 0..255.
+  images = np.repeat(gray[..., None], 3, axis=-1)
+  return ArraySource("digits", images, digits.target, 10,
+                     _split_indices(len(images), data_config.test_fraction))
 
 
 def _list_class_folder(folder: str, classes: Sequence[str]) -> List[Tuple[str, int]]:
@@ -187,11 +218,10 @@ class FolderSource(Source):
                for s in ("train", "test")}
     else:
       all_files = _list_class_folder(root, self.classes)
+      files = {}
       if all_files:
         files = {s: [all_files[i] for i in sorted(idx)]
                  for s, idx in _split_indices(len(all_files), test_fraction).items()}
-      else:
-        files = {}
     if not any(files.values()):
       raise FileNotFoundError(
           f"No images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}/<class>/: put each "
@@ -202,32 +232,94 @@ class FolderSource(Source):
     self._root = root
 
   def num_examples(self, split: str) -> int:
-    return len(_lookup_split(self._files, split, f"image folder {self._root}"))
+    return len(lookup_split(self._files, split, f"image folder {self._root}"))
+
+  def read(self, split: str, shard_index: int = 0, shard_count: int = 1) -> tf.data.Dataset:
+    files = lookup_split(self._files, split, f"image folder {self._root}")
+    paths = [p for p, _ in files]
+    labels = np.array([l for _, l in files], np.int32)
+    ds = tf.data.Dataset.from_tensor_slices({"key": paths, "label": labels})
+    ds = every_nth(ds, shard_index, shard_count, "")
+    return ds.map(lambda ex: {**ex, "image": tf.io.read_file(ex["key"])},
+                  num_parallel_calls=tf.data.AUTOTUNE)
+
+
+@register_source("folder")
+def folder_source(data_config: ml_collections.ConfigDict) -> Source:
+  return FolderSource(data_config.root, test_fraction=data_config.test_fraction)
+
+
+class TfdsSource(Source):
+  """A TFDS dataset already prepared under data_dir (or downloaded first when download=True).
+
+  Shard i of n is TFDS's i-th even sub-split, so a process reads only its own part of the files.
+  """
+
+  def __init__(self, name: str, data_dir=None, download: bool = False, label_key: str = "label"):
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    if not name:
+      raise ValueError("config.data.name is empty: set it to a TFDS dataset name, e.g. 'cifar10'.")
+    if name.split(":")[0].split("/")[0] == "imagenet21k":
+      # Registers the builder, so TFDS finds its code (it can also read the prepared files alone).
+      from vit_jax.data import imagenet21k  # noqa: F401  # pylint: disable=g-import-not-at-top
+    self._builder = tfds.builder(name, data_dir=data_dir)  # Reads local files only.
+    if not self._builder.is_prepared():
+      where = self._builder.data_dir
+      if not download:
+        raise FileNotFoundError(
+            f"TFDS dataset {name!r} is not prepared in data_dir={data_dir!r} (looked in {where}). "
+            f"Prepare it on a machine with internet: `tfds build {name} --data_dir=DIR` and "
+            "copy DIR here (then set config.data.data_dir=DIR), or set config.data.download=True.")
+      self._builder.download_and_prepare()
+    features = self._builder.info.features
+    for key in ("image", label_key):
+      if key not in features:
+        raise ValueError(f"TFDS dataset {name!r} has no {key!r} feature (it has {list(features)}); "
+                         "only image classification datasets are supported (see data.label_key).")
+    label = features[label_key]
+    self.multi_label = isinstance(label, tfds.features.Sequence)
+    self.num_classes = int((label.feature if self.multi_label else label).num_classes)
+    self._name, self._label_key, self._tfds = name, label_key, tfds
+
+  def _subsplits(self, split: str, shard_count: int):
+    subsplits = self._tfds.even_splits(split, shard_count)
+    sizes = [int(self._builder.info.splits[s].num_examples) for s in subsplits]
+    return subsplits, np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+  def num_examples(self, split: str) -> int:
+    try:
+      return int(self._builder.info.splits[split].num_examples)
+    except (KeyError, ValueError):
+      raise ValueError(f"TFDS dataset {self._name!r} has no split {split!r}; its splits are "
+                       f"{sorted(self._builder.info.splits)} (slices like 'train[:1000]' work too)."
+                       ) from None
+
+  def shard_size(self, split: str, shard_index: int = 0, shard_count: int = 1) -> int:
+    _check_shard(shard_index, shard_count)
+    _, offsets = self._subsplits(split, shard_count)
+    return int(offsets[shard_index + 1] - offsets[shard_index])
 
   def read(self, split: str, shard_index: int = 0, shard_count: int = 1) -> tf.data.Dataset:
     _check_shard(shard_index, shard_count)
-    files = _lookup_split(self._files, split, f"image folder {self._root}")
-    paths = [p for p, _ in files]
-    labels = np.array([l for _, l in files], np.int32)
-    ds = tf.data.Dataset.from_tensor_slices({"path": paths, "label": labels})
-    ds = ds.shard(shard_count, shard_index)
+    subsplits, offsets = self._subsplits(split, shard_count)
+    ds = self._builder.as_dataset(
+        split=subsplits[shard_index], shuffle_files=False,
+        decoders={"image": self._tfds.decode.SkipDecoding()},
+        read_config=self._tfds.ReadConfig(add_tfds_id=True))
+    label_out = "labels" if self.multi_label else "label"
 
-    def decode(example):
-      image = tf.io.decode_image(tf.io.read_file(example["path"]), channels=3,
-                                 expand_animations=False)
-      return {"image": tf.ensure_shape(image, [None, None, 3]), "label": example["label"]}
+    def convert(i, example):
+      return {"image": example["image"], label_out: tf.cast(example[self._label_key], tf.int32),
+              "index": offsets[shard_index] + i, "key": example["tfds_id"]}
 
-    return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.enumerate().map(convert)
+
+  def files(self, split: str, shard_index: int = 0, shard_count: int = 1) -> List[str]:
+    base = split.split("[")[0]
+    return [os.fspath(p) for p in self._builder.info.splits[base].filepaths]
 
 
-def get_source(data_config: ml_collections.ConfigDict) -> Source:
-  """Builds the source named by data_config.source (see default_data_config for the keys)."""
-  kind = data_config.source
-  if kind == "digits":
-    return DigitsSource(test_fraction=data_config.test_fraction)
-  if kind == "tfds":
-    return TfdsSource(data_config.name, data_dir=data_config.data_dir,
-                      download=data_config.download)
-  if kind == "folder":
-    return FolderSource(data_config.root, test_fraction=data_config.test_fraction)
-  raise ValueError(f"Unknown config.data.source {kind!r}: use one of {SOURCES}.")
+@register_source("tfds")
+def tfds_source(data_config: ml_collections.ConfigDict) -> Source:
+  return TfdsSource(data_config.name, data_dir=data_config.data_dir,
+                    download=data_config.download, label_key=data_config.label_key)

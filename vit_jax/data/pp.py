@@ -1,0 +1,249 @@
+"""Pipelines written as strings, so a config or a sweep can state and vary them in one line.
+
+    decode|inception_crop(224)|flip_lr|randaug(2, 15)|value_range(-1, 1)|onehot(smoothing=0.1)
+
+Each `|`-separated item is an op name, optionally called with Python literals. Example ops map an
+example dict to an example dict ('image', 'label' or 'labels' in, 'image' and 'label' out); the
+random ones each get their own stateless seed, split from the one seed of the example, so the output
+is a pure function of (example, seed). Batch ops (mixup, cutmix) map a batch dict and a seed.
+Register a new op with `@register_op(name)` / `@register_batch_op(name)` on a factory that takes the
+op's arguments and returns the function.
+"""
+import ast
+import dataclasses
+import inspect
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import tensorflow as tf
+
+from vit_jax.data import mixing, preprocess, randaugment
+
+Example = Dict[str, tf.Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Registered:
+  factory: Callable[..., Callable]
+  random: bool
+  decodes: bool
+
+
+_OPS: Dict[str, _Registered] = {}
+_BATCH_OPS: Dict[str, _Registered] = {}
+
+
+def register_op(name: str, *, random: bool = False, decodes: bool = False):
+  """Registers factory(*args) -> fn(example, seed) -> example under `name`.
+
+  `random` ops receive a shape-[2] seed (others None); `decodes` marks the ops that turn encoded
+  bytes into pixels, whose failures the pipeline treats as unreadable data (skipped and counted).
+  """
+  def wrap(factory):
+    _OPS[name] = _Registered(factory, random, decodes)
+    return factory
+  return wrap
+
+
+def register_batch_op(name: str):
+  """Registers factory(*args) -> fn(batch, seed) -> batch under `name` (always seeded)."""
+  def wrap(factory):
+    _BATCH_OPS[name] = _Registered(factory, True, False)
+    return factory
+  return wrap
+
+
+def parse(spec: str) -> List[Tuple[str, tuple, dict]]:
+  """'a|b(1, x=2)' -> [('a', (), {}), ('b', (1,), {'x': 2})]; arguments must be Python literals."""
+  items = []
+  for item in (part.strip() for part in spec.split("|")):
+    if not item:
+      continue
+    try:
+      node = ast.parse(item, mode="eval").body
+      if isinstance(node, ast.Name):
+        items.append((node.id, (), {}))
+        continue
+      if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+        raise ValueError("not a name or a call")
+      args = tuple(ast.literal_eval(a) for a in node.args)
+      kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
+    except (SyntaxError, ValueError) as e:
+      raise ValueError(f"Cannot parse {item!r} in pipeline {spec!r} ({e}): write ops as "
+                       "name or name(literal, ..., key=literal), joined by '|'.") from None
+    items.append((node.func.id, args, kwargs))
+  return items
+
+
+@dataclasses.dataclass(frozen=True)
+class Op:
+  name: str
+  fn: Callable
+  random: bool
+  decodes: bool
+
+
+def _instantiate(spec: str, registry: Dict[str, _Registered], what: str,
+                 context: Dict[str, Any]) -> List[Op]:
+  ops = []
+  for name, args, kwargs in parse(spec):
+    if name not in registry:
+      raise ValueError(f"Unknown {what} {name!r} in {spec!r}; known: {', '.join(sorted(registry))}.")
+    reg = registry[name]
+    params = inspect.signature(reg.factory).parameters
+    bound_names = set(list(params)[:len(args)]) | set(kwargs)
+    # Context values (e.g. the source's num_classes) fill parameters the string leaves out.
+    extra = {k: v for k, v in context.items() if k in params and k not in bound_names}
+    try:
+      fn = reg.factory(*args, **kwargs, **extra)
+    except TypeError as e:
+      raise ValueError(f"Bad arguments for {what} {name!r} in {spec!r}: {e}. "
+                       f"Its signature is {name}{inspect.signature(reg.factory)}.") from None
+    ops.append(Op(name, fn, reg.random, reg.decodes))
+  return ops
+
+
+class Preprocess:
+  """A parsed example pipeline: call it as fn(example, seed); split it at its last decoding op."""
+
+  def __init__(self, ops: Sequence[Op], spec: str):
+    self.ops = list(ops)
+    self.spec = spec
+    self.num_random = sum(op.random for op in self.ops)
+    decoding = [i for i, op in enumerate(self.ops) if op.decodes]
+    self.num_decoding_ops = decoding[-1] + 1 if decoding else 0
+
+  def _run(self, ops_range: range, example: Example, seed) -> Example:
+    seeds = None
+    if self.num_random:
+      if seed is None:
+        raise ValueError(f"Pipeline {self.spec!r} has random ops and needs a seed.")
+      seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), self.num_random)
+    for i in ops_range:
+      op = self.ops[i]
+      op_seed = None
+      if op.random:
+        op_seed = seeds[sum(o.random for o in self.ops[:i])]
+      example = op.fn(dict(example), op_seed)
+    return example
+
+  def __call__(self, example: Example, seed=None) -> Example:
+    return self._run(range(len(self.ops)), example, seed)
+
+  def decoding_part(self, example: Example, seed=None) -> Example:
+    """The ops up to and including the last decoding op (the ones a bad file can make fail)."""
+    return self._run(range(self.num_decoding_ops), example, seed)
+
+  def rest(self, example: Example, seed=None) -> Example:
+    """The ops after the last decoding op."""
+    return self._run(range(self.num_decoding_ops, len(self.ops)), example, seed)
+
+
+def build(spec: str, **context) -> Preprocess:
+  """Parses an example pipeline; `context` (e.g. num_classes=...) fills arguments left out."""
+  return Preprocess(_instantiate(spec, _OPS, "op", context), spec)
+
+
+def build_batch(spec: str, **context) -> Callable[[Example, Any], Example]:
+  """Parses a batch pipeline (e.g. 'mixup(0.2)'); returns fn(batch, seed) -> batch."""
+  ops = _instantiate(spec, _BATCH_OPS, "batch op", context)
+
+  def apply(batch, seed):
+    if not ops:
+      return batch
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), len(ops))
+    for i, op in enumerate(ops):
+      batch = op.fn(dict(batch), seeds[i])
+    return batch
+  return apply
+
+
+def _on(key: str, fn: Callable[..., tf.Tensor], *, out: Optional[str] = None, seeded=False):
+  """Wraps an op on one tensor as an op on the example dict (reads `key`, writes `out` or `key`)."""
+  def op(example, seed):
+    value = fn(example[key], seed=seed) if seeded else fn(example[key])
+    return {**example, (out or key): value}
+  return op
+
+
+# ----------------------------------------------------------------------------- image ops
+
+@register_op("decode", decodes=True)
+def _decode(key="image"):
+  return _on(key, preprocess.decode)
+
+
+@register_op("decode_jpeg_and_inception_crop", random=True, decodes=True)
+def _decode_jpeg_and_inception_crop(size, area_min=preprocess.AREA_RANGE[0],
+                                    area_max=preprocess.AREA_RANGE[1],
+                                    aspect_min=preprocess.ASPECT_RANGE[0],
+                                    aspect_max=preprocess.ASPECT_RANGE[1], key="image"):
+  return _on(key, lambda x, seed: preprocess.decode_jpeg_and_inception_crop(
+      x, size, (area_min, area_max), (aspect_min, aspect_max), seed=seed), seeded=True)
+
+
+@register_op("inception_crop", random=True)
+def _inception_crop(size, area_min=preprocess.AREA_RANGE[0], area_max=preprocess.AREA_RANGE[1],
+                    aspect_min=preprocess.ASPECT_RANGE[0], aspect_max=preprocess.ASPECT_RANGE[1],
+                    key="image"):
+  return _on(key, lambda x, seed: preprocess.inception_crop(
+      x, size, (area_min, area_max), (aspect_min, aspect_max), seed=seed), seeded=True)
+
+
+@register_op("resize")
+def _resize(size, key="image"):
+  return _on(key, lambda x: preprocess.resize(x, size))
+
+
+@register_op("resize_small")
+def _resize_small(size, key="image"):
+  return _on(key, lambda x: preprocess.resize_small(x, size))
+
+
+@register_op("central_crop")
+def _central_crop(size, key="image"):
+  return _on(key, lambda x: preprocess.central_crop(x, size))
+
+
+@register_op("flip_lr", random=True)
+def _flip_lr(key="image"):
+  return _on(key, preprocess.flip_lr, seeded=True)
+
+
+@register_op("randaug", random=True)
+def _randaug(num_layers=2, magnitude=10, key="image"):
+  return _on(key, lambda x, seed: randaugment.randaugment(x, num_layers, magnitude, seed=seed),
+             seeded=True)
+
+
+@register_op("value_range")
+def _value_range(vmin=-1.0, vmax=1.0, in_min=0.0, in_max=255.0, key="image"):
+  return _on(key, lambda x: preprocess.value_range(x, vmin, vmax, in_min, in_max))
+
+
+# ----------------------------------------------------------------------------- label ops
+
+@register_op("onehot")
+def _onehot(num_classes, smoothing=0.0, key="label"):
+  return _on(key, lambda y: preprocess.onehot(y, num_classes, smoothing), out="label")
+
+
+@register_op("multi_hot")
+def _multi_hot(num_classes, smoothing=0.0, key="labels"):
+  def op(example, seed):
+    del seed
+    example = dict(example)
+    labels = example.pop(key)
+    return {**example, "label": preprocess.multi_hot(labels, num_classes, smoothing)}
+  return op
+
+
+# ----------------------------------------------------------------------------- batch ops
+
+@register_batch_op("mixup")
+def _mixup(alpha=0.2):
+  return lambda batch, seed: mixing.mixup(batch, alpha, seed=seed)
+
+
+@register_batch_op("cutmix")
+def _cutmix(alpha=1.0):
+  return lambda batch, seed: mixing.cutmix(batch, alpha, seed=seed)
