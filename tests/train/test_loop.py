@@ -85,3 +85,27 @@ def test_finetune_from_a_workdir_resizes_position_embeddings(six_step_run, tmp_p
   assert "reset    head/kernel" in report
   params = final_params(tmp_path / "ft")
   assert params["Transformer"]["posembed_input"]["pos_embedding"].shape == (1, 65, 32)
+
+
+def test_multi_label_data_trains_with_sigmoid_and_reports_ranking_metrics(tmp_path):
+  """JFT-like shards: multi-hot targets, and precision@1 / mAP over every test example."""
+  import io  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  from vit_jax.data import jft  # pylint: disable=import-outside-toplevel
+
+  def png(i):
+    out = io.BytesIO()
+    Image.fromarray(np.full((16, 16, 3), (i * 37) % 256, np.uint8)).save(out, "PNG")
+    return out.getvalue()
+
+  for split, count in (("train", 64), ("test", 20)):
+    jft.write_split(str(tmp_path / "jft"), split,
+                    [(f"{split}{i}", png(i), [i % 4, (i + 1) % 4][:1 + i % 2]) for i in range(count)],
+                    num_classes=4, num_shards=2)
+  config = default_config("pretrain", steps=3, log_every=1, checkpoint_every=3)
+  config.data.source = "jft"
+  config.data.root = str(tmp_path / "jft")
+  result = train_and_evaluate(config, str(tmp_path / "run"))
+  assert result["test_examples"] == 20
+  assert 0.0 <= result["test_precision_at_1"] <= 1.0
+  assert 0.0 < result["test_mean_average_precision"] <= 1.0

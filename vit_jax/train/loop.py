@@ -14,8 +14,10 @@ import ml_collections
 import numpy as np
 import optax
 import tqdm
+from jax.experimental import multihost_utils
 
 from vit_jax import checkpoint, flops, parallel
+from vit_jax import evaluate as eval_metrics
 from vit_jax.configuration import model_overrides, total_steps
 from vit_jax.data import pipeline, sources
 from vit_jax.models import create_model
@@ -132,8 +134,12 @@ def initial_state(config, s: Setup, ckpt: "checkpoint.Checkpointer", workdir: st
 
 def evaluate(config, s: Setup, state: TrainState, source: sources.Source, split: str
              ) -> dict[str, float]:
-  """Top-1 accuracy and mean loss over every example of a split (padded batches, masked)."""
+  """Top-1 accuracy and mean loss over every example of a split (padded batches, masked); for
+  multi-label data also precision@1 and mean average precision."""
   eval_step = jax.jit(make_eval_step(s.model))
+  multi_label = getattr(source, "multi_label", False)
+  predict = jax.jit(lambda variables, images: s.model.apply(variables, images, train=False))
+  ranking = eval_metrics.Metrics()
   totals = {"correct": 0.0, "loss_sum": 0.0, "count": 0.0}
   batches = pipeline.eval_batches(
       config.data, source=source, split=split, batch_size=config.eval_batch_size,
@@ -142,12 +148,23 @@ def evaluate(config, s: Setup, state: TrainState, source: sources.Source, split:
   with parallel.activate(s.mesh, s.rules):
     for local in batches:
       variables = {"params": state.params, **state.model_state}
-      sums = eval_step(variables, parallel.global_batch(local, s.mesh, s.rules))
+      batch = parallel.global_batch(local, s.mesh, s.rules)
+      sums = eval_step(variables, batch)
       for key, value in jax.device_get(sums).items():
         totals[key] += float(value)
+      if multi_label:  # ranking metrics need every score: gather them on the host
+        gathered = multihost_utils.process_allgather(
+            {"logits": predict(variables, batch["image"]), "label": batch["label"],
+             "mask": batch["mask"]}, tiled=True)
+        ranking.update(gathered["logits"], gathered["label"], gathered["mask"])
   count = max(totals["count"], 1.0)
-  return {"accuracy": totals["correct"] / count, "loss": totals["loss_sum"] / count,
-          "examples": totals["count"]}
+  result = {"accuracy": totals["correct"] / count, "loss": totals["loss_sum"] / count,
+            "examples": totals["count"]}
+  if multi_label:
+    ranked = ranking.result()
+    result.update(precision_at_1=ranked["precision_at_1"],
+                  mean_average_precision=ranked["mean_average_precision"])
+  return result
 
 
 class _Preemption:
@@ -221,6 +238,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         elapsed = time.perf_counter() - window_start
         metrics["images_per_sec"] = window_steps * config.batch_size / max(elapsed, 1e-9)
         metrics["mfu"] = metrics["images_per_sec"] * train_flops / peak
+        metrics["skipped_examples"] = float(getattr(batches, "skipped", 0))
         log.write(step, metrics)
         progress.set_postfix(loss=f"{metrics['loss']:.4f}", acc=f"{metrics['accuracy']:.3f}")
         window_start, window_steps = time.perf_counter(), 0
