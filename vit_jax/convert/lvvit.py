@@ -6,18 +6,13 @@ use here and are reported unused.
 """
 import re
 
-from vit_jax.convert.core import Rule, Transform, conv_kernel, identity, linear_kernel
+from vit_jax.convert.core import (Rule, conv_kernel, dense_rules, identity, layer_norm_rules,
+                                   out_kernel, qkv_kernel)
 from vit_jax.models.lvvit import LVViT
 
 
-def _qkv_kernel(part: int, num_heads: int) -> Transform:
-  """Fused qkv weight (3*D, D), rows [q; k; v] each indexed head*head_dim + j -> kernel (D, heads, hd)."""
-  return lambda w: w.reshape(3, -1, w.shape[1])[part].T.reshape(w.shape[1], num_heads, -1)
 
 
-def _out_kernel(num_heads: int) -> Transform:
-  """Attention proj weight (D, heads*hd) -> kernel (heads, hd, D)."""
-  return lambda w: w.T.reshape(num_heads, -1, w.shape[0])
 
 
 # Official LV-ViT options that compute a different function from our LVViT: errors, not silent drops.
@@ -54,21 +49,14 @@ def lvvit_rules(model: LVViT, keys: set[str]) -> list[Rule]:
             Rule("cls", "cls_token", identity),
             Rule("Transformer/posembed_input/pos_embedding", "pos_embed", identity)]
 
-  def layer_norm(ours, theirs):
-    return [Rule(f"{ours}/scale", f"{theirs}.weight", identity),
-            Rule(f"{ours}/bias", f"{theirs}.bias", identity)]
-
-  def dense(ours, theirs):
-    return [Rule(f"{ours}/kernel", f"{theirs}.weight", linear_kernel),
-            Rule(f"{ours}/bias", f"{theirs}.bias", identity)]
-
+  layer_norm, dense = layer_norm_rules, dense_rules
   for i in range(model.num_layers):
     ours, theirs = f"Transformer/encoderblock_{i}", f"blocks.{i}"
     attn = f"{ours}/MultiHeadDotProductAttention_0"
     rules += layer_norm(f"{ours}/LayerNorm_0", f"{theirs}.norm1")
-    rules += [Rule(f"{attn}/{name}/kernel", f"{theirs}.attn.qkv.weight", _qkv_kernel(part, heads))
+    rules += [Rule(f"{attn}/{name}/kernel", f"{theirs}.attn.qkv.weight", qkv_kernel(part, heads))
               for part, name in enumerate(("query", "key", "value"))]
-    rules += [Rule(f"{attn}/out/kernel", f"{theirs}.attn.proj.weight", _out_kernel(heads)),
+    rules += [Rule(f"{attn}/out/kernel", f"{theirs}.attn.proj.weight", out_kernel(heads)),
               Rule(f"{attn}/out/bias", f"{theirs}.attn.proj.bias", identity)]
     rules += layer_norm(f"{ours}/LayerNorm_1", f"{theirs}.norm2")
     rules += dense(f"{ours}/MlpBlock_0/Dense_0", f"{theirs}.mlp.fc1")

@@ -1,25 +1,14 @@
 """The timm VisionTransformer -> vit_jax ViT mapping (shared/specs/ARCHITECTURES.md section 2.4)."""
 import re
 
-import numpy as np
-
-from vit_jax.convert.core import Rule, Transform, conv_kernel, identity, linear_kernel
+from vit_jax.convert.core import (Rule, conv_kernel, dense_rules, identity, layer_norm_rules,
+                                   out_kernel, qkv_bias, qkv_kernel)
 from vit_jax.models.vit import VisionTransformer
 
 
-def _qkv_kernel(part: int, num_heads: int) -> Transform:
-  """Fused qkv Linear weight (3*D, D), rows [q; k; v] -> one of them as DenseGeneral kernel (D, H, hd)."""
-  return lambda w: w.reshape(3, -1, w.shape[1])[part].T.reshape(w.shape[1], num_heads, -1)
 
 
-def _qkv_bias(part: int, num_heads: int) -> Transform:
-  """Fused qkv bias (3*D,) -> one of q/k/v as (H, hd)."""
-  return lambda b: b.reshape(3, num_heads, -1)[part]
 
-
-def _out_kernel(num_heads: int) -> Transform:
-  """Attention proj Linear weight (D_out, H*hd) -> DenseGeneral kernel (H, hd, D_out)."""
-  return lambda w: w.T.reshape(num_heads, -1, w.shape[0])
 
 
 # timm ViT options whose parameters have no counterpart in our model: converting without them would
@@ -51,22 +40,15 @@ def vit_rules(model: VisionTransformer, keys: set[str]) -> list[Rule]:
            Rule("cls", "cls_token", identity),
            Rule("Transformer/posembed_input/pos_embedding", "pos_embed", identity)]
 
-  def layer_norm(ours, theirs):
-    return [Rule(f"{ours}/scale", f"{theirs}.weight", identity),
-            Rule(f"{ours}/bias", f"{theirs}.bias", identity)]
-
-  def dense(ours, theirs):
-    return [Rule(f"{ours}/kernel", f"{theirs}.weight", linear_kernel),
-            Rule(f"{ours}/bias", f"{theirs}.bias", identity)]
-
+  layer_norm, dense = layer_norm_rules, dense_rules
   for i in range(model.num_layers):
     ours, theirs = f"Transformer/encoderblock_{i}", f"blocks.{i}"
     attn = f"{ours}/MultiHeadDotProductAttention_0"
     rules += layer_norm(f"{ours}/LayerNorm_0", f"{theirs}.norm1")
     for part, name in enumerate(("query", "key", "value")):
-      rules += [Rule(f"{attn}/{name}/kernel", f"{theirs}.attn.qkv.weight", _qkv_kernel(part, heads)),
-                Rule(f"{attn}/{name}/bias", f"{theirs}.attn.qkv.bias", _qkv_bias(part, heads))]
-    rules += [Rule(f"{attn}/out/kernel", f"{theirs}.attn.proj.weight", _out_kernel(heads)),
+      rules += [Rule(f"{attn}/{name}/kernel", f"{theirs}.attn.qkv.weight", qkv_kernel(part, heads)),
+                Rule(f"{attn}/{name}/bias", f"{theirs}.attn.qkv.bias", qkv_bias(part, heads))]
+    rules += [Rule(f"{attn}/out/kernel", f"{theirs}.attn.proj.weight", out_kernel(heads)),
               Rule(f"{attn}/out/bias", f"{theirs}.attn.proj.bias", identity)]
     rules += layer_norm(f"{ours}/LayerNorm_1", f"{theirs}.norm2")
     rules += dense(f"{ours}/MlpBlock_0/Dense_0", f"{theirs}.mlp.fc1")
