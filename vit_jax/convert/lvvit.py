@@ -11,10 +11,6 @@ from vit_jax.convert.core import (Rule, conv_kernel, dense_rules, identity, laye
 from vit_jax.models.lvvit import LVViT
 
 
-
-
-
-
 # Official LV-ViT options that compute a different function from our LVViT: errors, not silent drops.
 _UNSUPPORTED = {
     r"\.attn\.qkv\.bias$": "q/k/v biases (official qkv_bias=True); LV-ViT has none",

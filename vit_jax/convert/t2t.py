@@ -10,14 +10,6 @@ from vit_jax.convert.core import (Rule, dense_rules, identity, layer_norm_rules,
 from vit_jax.models.t2t import CONSTANTS, T2TViT
 
 
-
-
-
-
-
-
-
-
 def _t2t_layer_rules(model: T2TViT, index: int) -> list[Rule]:
   ours, theirs = f"tokens_to_token/attention{index}", f"tokens_to_token.attention{index}"
   rules = layer_norm_rules(f"{ours}/norm1", f"{theirs}.norm1") + layer_norm_rules(

@@ -6,11 +6,6 @@ from vit_jax.convert.core import (Rule, conv_kernel, dense_rules, identity, laye
 from vit_jax.models.vit import VisionTransformer
 
 
-
-
-
-
-
 # timm ViT options whose parameters have no counterpart in our model: converting without them would
 # silently compute a different function, so they are errors, each with what to do.
 _TIMM_VIT_UNSUPPORTED = {
