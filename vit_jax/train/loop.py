@@ -136,8 +136,8 @@ def evaluate(config, s: Setup, state: TrainState, source: sources.Source, split:
              ) -> dict[str, float]:
   """Top-1 accuracy and mean loss over every example of a split (padded batches, masked); for
   multi-label data also precision@1 and mean average precision."""
-  eval_step = jax.jit(make_eval_step(s.model))
   multi_label = getattr(source, "multi_label", False)
+  eval_step = jax.jit(make_eval_step(s.model, multi_label))
   predict = jax.jit(lambda variables, images: s.model.apply(variables, images, train=False))
   ranking = eval_metrics.Metrics()
   totals = {"correct": 0.0, "loss_sum": 0.0, "count": 0.0}
@@ -206,7 +206,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   train_step = jax.jit(
       make_train_step(s.model, s.tx, s.schedule, label_smoothing=config.train.label_smoothing,
-                      accum_steps=config.train.accum_steps),
+                      accum_steps=config.train.accum_steps,
+                      multi_label=getattr(source, "multi_label", False)),
       in_shardings=(s.state_shardings, None), out_shardings=(s.state_shardings, None),
       donate_argnums=(0,))
   batches = pipeline.train_batches(

@@ -22,8 +22,13 @@ def sigmoid_cross_entropy(logits: jax.Array, multi_hot: jax.Array) -> jax.Array:
   return jnp.sum(losses, axis=-1)
 
 
-def classification_loss(logits: jax.Array, labels: jax.Array, smoothing: float = 0.0) -> jax.Array:
-  """Dispatches on the label shape: integer (B,) labels are single-label, (B, K) targets multi-label."""
+def classification_loss(logits: jax.Array, labels: jax.Array, smoothing: float = 0.0,
+                        multi_label: bool = False) -> jax.Array:
+  """Per-example loss. Integer (B,) labels: softmax CE with label smoothing. (B, K) targets: sigmoid CE
+  for multi-label data (each class its own yes/no), softmax CE against the target distribution for
+  single-label data whose targets were mixed or smoothed in the pipeline (mixup, cutmix, onehot)."""
   if labels.ndim == logits.ndim:
-    return sigmoid_cross_entropy(logits, labels)
+    if multi_label:
+      return sigmoid_cross_entropy(logits, labels)
+    return optax.softmax_cross_entropy(logits.astype(jnp.float32), labels.astype(jnp.float32))
   return softmax_cross_entropy(logits, labels, smoothing)

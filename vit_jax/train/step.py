@@ -21,7 +21,7 @@ def accuracy_hits(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule: optax.Schedule, *,
-                    label_smoothing: float = 0.0, accum_steps: int = 1
+                    label_smoothing: float = 0.0, accum_steps: int = 1, multi_label: bool = False
                     ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
   """Builds the step. With accum_steps > 1 the batch is split into micro-batches whose gradients are
   averaged before a single optimizer update (same result as one big batch, less activation memory)."""
@@ -33,7 +33,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule
                                         mutable=list(model_state))
     else:
       logits = model.apply(variables, images, train=True, rngs={"dropout": rng})
-    loss = jnp.mean(classification_loss(logits, labels, label_smoothing))
+    loss = jnp.mean(classification_loss(logits, labels, label_smoothing, multi_label))
     return loss, (jnp.mean(accuracy_hits(logits, labels)), model_state)
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -75,7 +75,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule
   return train_step
 
 
-def make_eval_step(model: nn.Module) -> Callable[[Any, Batch], dict[str, jax.Array]]:
+def make_eval_step(model: nn.Module, multi_label: bool = False
+                   ) -> Callable[[Any, Batch], dict[str, jax.Array]]:
   """Sums of correct predictions, loss and real examples over a padded batch (mask 0 = padding).
 
   The step takes all variables: {'params': ..., plus any model state such as 'batch_stats'}.
@@ -84,7 +85,7 @@ def make_eval_step(model: nn.Module) -> Callable[[Any, Batch], dict[str, jax.Arr
   def eval_step(variables, batch: Batch):
     logits = model.apply(variables, batch["image"], train=False)
     mask = batch["mask"]
-    loss = classification_loss(logits, batch["label"])
+    loss = classification_loss(logits, batch["label"], multi_label=multi_label)
     return {
         "correct": jnp.sum(accuracy_hits(logits, batch["label"]) * mask),
         "loss_sum": jnp.sum(loss * mask),
