@@ -65,3 +65,19 @@ def test_every_remat_policy_gives_the_same_gradients(policy):
         {"params": p}, images).sum()))(stacked)
 
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), grads(model), grads(reference))
+
+
+def test_finetuning_loads_unrolled_weights_into_a_scanned_model_and_back(tmp_path):
+  from vit_jax.checkpoint import load_pretrained  # pylint: disable=import-outside-toplevel
+  _, unrolled, _ = init()
+  _, scanned, _ = init(scan_layers=True)
+  loaded, report = load_pretrained(scanned, unrolled, has_class_token=True, keep_pre_logits=False)
+  assert layers_layout.is_scanned(loaded) and not report.resized
+  np.testing.assert_array_equal(
+      loaded["Transformer"]["encoderblock"]["MlpBlock_0"]["Dense_0"]["kernel"][1],
+      unrolled["Transformer"]["encoderblock_1"]["MlpBlock_0"]["Dense_0"]["kernel"])
+  back, _ = load_pretrained(unrolled, loaded, has_class_token=True, keep_pre_logits=False)
+  assert not layers_layout.is_scanned(back)
+  jax.tree.map(np.testing.assert_array_equal,
+               {k: v for k, v in back.items() if k != "head"},
+               {k: v for k, v in unrolled.items() if k != "head"})

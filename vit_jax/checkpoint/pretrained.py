@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from vit_jax.checkpoint import layers_layout
 from vit_jax.checkpoint import naming
 from vit_jax.checkpoint.params import restore_model_state, restore_params
 from vit_jax.checkpoint.posemb import resize_posemb
@@ -82,11 +83,13 @@ def load_pretrained(init_params: Mapping[str, Any], source_path: Union[str, os.P
       applies to the position embeddings that carry a class-token row (see POSITION_EMBEDDINGS).
     keep_pre_logits: keep the pretrained representation layer; requires the new model to have one.
   """
-  init = naming.flatten(nn.meta.unbox(init_params))
+  # Compared in the unrolled layout; returned in the layout (scanned or not) of init_params.
+  init = naming.flatten(layers_layout.unstack_layers(nn.meta.unbox(init_params)))
   if isinstance(source_path, Mapping):
-    source, pretrained = "<params dict>", naming.flatten(source_path)
+    source, raw = "<params dict>", source_path
   else:
-    source, pretrained = os.fspath(source_path), naming.flatten(restore_params(source_path))
+    source, raw = os.fspath(source_path), restore_params(source_path)
+  pretrained = naming.flatten(layers_layout.unstack_layers(raw))
   has_pre_logits = any(_top(key) == PRE_LOGITS for key in init)
   if keep_pre_logits and not has_pre_logits:
     raise ValueError("keep_pre_logits=True but the new model has no pre_logits layer; set "
@@ -127,7 +130,7 @@ def load_pretrained(init_params: Mapping[str, Any], source_path: Union[str, os.P
         mismatches.append((key, np.shape(pretrained[key]), "has no such parameter"))
   if mismatches:
     raise _mismatch_error(source, mismatches)
-  return naming.unflatten(params), report
+  return layers_layout.like(naming.unflatten(params), nn.meta.unbox(init_params)), report
 
 
 def load_pretrained_model_state(fresh: Mapping[str, Any], source_path: Union[str, os.PathLike]
