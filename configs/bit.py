@@ -7,7 +7,7 @@ Paper: SGD momentum 0.9, batch 4096, lr 0.03 x batch/256 = 0.48, 5000 linear war
 weight decay 1e-4, inception crop + flip at 224, no gradient clipping. The paper divides the learning rate
 by 10 at epochs 30, 60 and 80; this trainer's schedules are cosine/linear/constant, so cosine stands in.
 """
-from vit_jax.configuration import base_config
+from vit_jax.configuration import base_config, imagenet_data
 
 VARIANTS = ("R50x1", "R50x3", "R101x1", "R101x3", "R152x2", "R152x4")
 
@@ -19,14 +19,7 @@ def get_config(variant="R50x1"):
     raise ValueError(f"configs/bit.py takes one of {', '.join(VARIANTS)}, got {variant!r}")
   config = base_config()
   config.model_name = f"BiT-{variant}"
-  config.data.source = "tfds"
-  config.data.name = "imagenet2012"
-  config.data.train_split = "train"
-  config.data.test_split = "validation"
-  config.data.image_size = 224
-  config.data.augment.crop = "inception"
-  config.data.augment.area_min = 0.08
-  config.data.augment.flip = True
+  imagenet_data(config)
   config.batch_size = 4096
   config.eval_batch_size = 1024
   config.train.epochs = 90.0

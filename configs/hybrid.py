@@ -9,7 +9,7 @@ norm 1, 300 epochs at 224 px. The paper pre-trains its hybrids on ImageNet-21k /
 its ImageNet-1k ViT recipe to them. Fine-tune at 384 with `--config.init_from=...` and a larger
 data.image_size: the position embeddings are resized (grid image_size / total stride).
 """
-from vit_jax.configuration import base_config
+from vit_jax.configuration import base_config, imagenet_data
 
 # Short names (as in the public checkpoint names R50_B_16, R26_S_32 ...) -> registry names.
 VARIANTS = {
@@ -29,14 +29,7 @@ def get_config(variant="R50+B/16"):
   config = base_config()
   config.model_name = name
   config.model.dropout_rate = 0.1
-  config.data.source = "tfds"
-  config.data.name = "imagenet2012"
-  config.data.train_split = "train"
-  config.data.test_split = "validation"
-  config.data.image_size = 224
-  config.data.augment.crop = "inception"
-  config.data.augment.area_min = 0.08
-  config.data.augment.flip = True
+  imagenet_data(config)
   config.batch_size = 4096
   config.eval_batch_size = 1024
   config.train.epochs = 300.0

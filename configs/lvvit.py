@@ -11,7 +11,7 @@ Not represented here: token labeling with MixToken (the model and the loss exist
 vit_jax/train/token_labeling.py; the trainer does not call them yet), RandAugment rand-m9-mstd0.5-inc1
 (rand-n3-m9 for L), random erasing 0.25, EMA 0.99992 and the 10 cool-down epochs.
 """
-from vit_jax.configuration import base_config
+from vit_jax.configuration import base_config, imagenet_data
 
 IMAGENET_TRAIN_EXAMPLES = 1_281_167
 _BATCH_SIZE = 1024
@@ -31,14 +31,7 @@ def get_config(variant="lvvit_s"):
   config = base_config()
   config.model_name = model_name
   config.model.stochastic_depth = drop_path
-  config.data.source = "tfds"
-  config.data.name = "imagenet2012"
-  config.data.train_split = "train"
-  config.data.test_split = "validation"
-  config.data.image_size = 224
-  config.data.augment.crop = "inception"
-  config.data.augment.area_min = 0.08
-  config.data.augment.flip = True
+  imagenet_data(config)
   config.batch_size = _BATCH_SIZE
   config.eval_batch_size = _BATCH_SIZE
   config.train.epochs = 300.0

@@ -9,7 +9,7 @@ lite models (-7/-10/-12) lr 1e-3 and weight decay 0.03. Not represented here: th
 cool-down epochs at the minimum learning rate, RandAugment, Mixup/CutMix, random erasing and
 repeated augmentation.
 """
-from vit_jax.configuration import base_config
+from vit_jax.configuration import base_config, imagenet_data
 
 _IMAGENET_TRAIN_EXAMPLES = 1_281_167
 _BATCH_SIZE = 512
@@ -35,13 +35,7 @@ def get_config(variant="t2t_vit_14"):
   config = base_config()
   config.model_name = model_name
   config.model.stochastic_depth = 0.1
-  config.data.source = "tfds"
-  config.data.name = "imagenet2012"
-  config.data.test_split = "validation"
-  config.data.image_size = 224
-  config.data.augment.crop = "inception"
-  config.data.augment.area_min = 0.08
-  config.data.augment.flip = True
+  imagenet_data(config)
   config.batch_size = _BATCH_SIZE
   config.eval_batch_size = _BATCH_SIZE
   config.train.epochs = 300.0

@@ -7,7 +7,7 @@ Official: 300 epochs, AdamW lr 1e-3 at batch 1024, weight decay 0.05, drop-path 
 (5 warmup epochs, cosine to 1e-5, label smoothing 0.1, no gradient clipping). Its RandAugment m9, mixup
 0.8, cutmix 1.0, random erasing 0.25, repeated augmentation and EMA are not part of this trainer.
 """
-from vit_jax.configuration import base_config
+from vit_jax.configuration import base_config, imagenet_data
 
 VARIANTS = {"tnt_s": "TNT-S/16", "tnt_b": "TNT-B/16"}
 IMAGENET_TRAIN_EXAMPLES = 1_281_167
@@ -19,14 +19,7 @@ def get_config(variant="tnt_s"):
   config = base_config()
   config.model_name = VARIANTS[variant]
   config.model.stochastic_depth = 0.1
-  config.data.source = "tfds"
-  config.data.name = "imagenet2012"
-  config.data.train_split = "train"
-  config.data.test_split = "validation"
-  config.data.image_size = 224
-  config.data.augment.crop = "inception"
-  config.data.augment.area_min = 0.08
-  config.data.augment.flip = True
+  imagenet_data(config)
   config.batch_size = 1024
   config.eval_batch_size = 1024
   config.train.epochs = 300.0

@@ -53,6 +53,19 @@ def base_config() -> ml_collections.ConfigDict:
   return config
 
 
+def imagenet_data(config: ml_collections.ConfigDict, image_size: int = 224) -> None:
+  """Points a config at TFDS imagenet2012 (train / validation) with the DeiT-era training crop
+  (inception crop with area 0.08-1, horizontal flip), the recipe the family configs share."""
+  config.data.source = "tfds"
+  config.data.name = "imagenet2012"
+  config.data.train_split = "train"
+  config.data.test_split = "validation"
+  config.data.image_size = image_size
+  config.data.augment.crop = "inception"
+  config.data.augment.area_min = 0.08
+  config.data.augment.flip = True
+
+
 def model_overrides(config: ml_collections.ConfigDict) -> dict:
   """The model fields the config sets (None means: keep the variant's value)."""
   return {key: value for key, value in config.model.items() if value is not None}

@@ -39,6 +39,22 @@ def einsum(spec: str, a: jax.Array, b: jax.Array, dtype: Dtype) -> jax.Array:
   return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32).astype(dtype)
 
 
+def check_images(images: jax.Array, image_size: int, patch_size: Optional[int] = None,
+                 resize_hint: str = "load weights with position embeddings resized, see "
+                                    "vit_jax.checkpoint") -> None:
+  """Names what is wrong with an input batch: its rank, its resolution, or a patch grid that does not
+  tile the image. The families call it before their first layer."""
+  if images.ndim != 4:
+    raise ValueError(f"expected images of shape (batch, height, width, channels), got {images.shape}")
+  if images.shape[1:3] != (image_size, image_size):
+    raise ValueError(
+        f"the model was built for {image_size}x{image_size} images but got "
+        f"{images.shape[1]}x{images.shape[2]}; create it with image_size={images.shape[1]} "
+        f"({resize_hint}).")
+  if patch_size and image_size % patch_size:
+    raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
+
+
 def layer_norm(epsilon: float, dtype: Dtype, name: str) -> nn.LayerNorm:
   return nn.LayerNorm(
       epsilon=epsilon, dtype=dtype, name=name,

@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vit_jax.models.layers import constrain, layer_norm, logical
+from vit_jax.models.layers import check_images, constrain, layer_norm, logical
 from vit_jax.models.stack import encoder_blocks
 from vit_jax.models.variant import Variant
 from vit_jax.models.vit import PositionEmbedding
@@ -171,18 +171,10 @@ class LVViT(nn.Module):
   remat_policy: str = "none"   # none | full | save_dots | save_named
 
   def check_input(self, images: jax.Array) -> None:
-    if images.ndim != 4:
-      raise ValueError(f"expected images of shape (batch, height, width, channels), got {images.shape}")
     if self.patch_size % 2:
       raise ValueError(f"patch_size must be even (the stem halves the resolution before a patch_size/2 "
                        f"projection), got {self.patch_size}")
-    if self.image_size % self.patch_size:
-      raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
-    if images.shape[1:3] != (self.image_size, self.image_size):
-      raise ValueError(
-          f"the model was built for {self.image_size}x{self.image_size} images but got "
-          f"{images.shape[1]}x{images.shape[2]}; create it with image_size={images.shape[1]} "
-          "(and load weights with position embeddings resized, see vit_jax.checkpoint).")
+    check_images(images, self.image_size, self.patch_size)
     if self.mix_token and not self.return_dense:
       raise ValueError("mix_token=True needs return_dense=True: the loss must see the MixToken box and "
                        "the per-token logits (vit_jax.train.token_labeling)")

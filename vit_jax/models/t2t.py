@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vit_jax.models.layers import EncoderBlock, constrain, logical
+from vit_jax.models.layers import EncoderBlock, check_images, constrain, logical
 from vit_jax.models.variant import Variant
 
 Dtype = Any
@@ -262,13 +262,8 @@ class T2TViT(nn.Module):
   dtype: Dtype = jnp.float32
 
   def check_input(self, images: jax.Array) -> None:
-    if images.ndim != 4:
-      raise ValueError(f"expected images of shape (batch, height, width, channels), got {images.shape}")
-    if images.shape[1:3] != (self.image_size, self.image_size):
-      raise ValueError(
-          f"the model was built for {self.image_size}x{self.image_size} images but got "
-          f"{images.shape[1]}x{images.shape[2]}; create it with image_size={images.shape[1]} "
-          "(T2T-ViT's position table is recomputed for it, the weights load unchanged).")
+    check_images(images, self.image_size, resize_hint="T2T-ViT's position table is recomputed for "
+                 "it, the weights load unchanged")
     if self.attention_scale not in ("head_dim", "embed_dim"):
       raise ValueError(
           f"attention_scale must be 'head_dim' or 'embed_dim', got {self.attention_scale!r}")

@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vit_jax.models.layers import EncoderBlock, constrain, layer_norm, logical
+from vit_jax.models.layers import EncoderBlock, check_images, constrain, layer_norm, logical
 from vit_jax.models.variant import Variant
 
 Dtype = Any
@@ -118,15 +118,7 @@ class TransformerInTransformer(nn.Module):
     return None
 
   def check_input(self, images: jax.Array) -> None:
-    if images.ndim != 4:
-      raise ValueError(f"expected images of shape (batch, height, width, channels), got {images.shape}")
-    if images.shape[1:3] != (self.image_size, self.image_size):
-      raise ValueError(
-          f"the model was built for {self.image_size}x{self.image_size} images but got "
-          f"{images.shape[1]}x{images.shape[2]}; create it with image_size={images.shape[1]} "
-          "(and load weights with position embeddings resized, see vit_jax.checkpoint).")
-    if self.image_size % self.patch_size:
-      raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+    check_images(images, self.image_size, self.patch_size)
 
   def embed_pixels(self, images: jax.Array) -> jax.Array:
     """(B, H, W, 3) -> words (B * patches, words_per_side**2, inner_dim), with pixel positions added.

@@ -5,7 +5,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vit_jax.models.layers import constrain, layer_norm, logical, matmul
+from vit_jax.models.layers import check_images, constrain, layer_norm, logical, matmul
 from vit_jax.models.stack import encoder_blocks
 from vit_jax.models.variant import Variant
 
@@ -80,15 +80,7 @@ class VisionTransformer(nn.Module):
   attention_impl: str = "xla"  # xla | fused (jax.nn.dot_product_attention; cuDNN flash attention on GPU)
 
   def check_input(self, images: jax.Array) -> None:
-    if images.ndim != 4:
-      raise ValueError(f"expected images of shape (batch, height, width, channels), got {images.shape}")
-    if images.shape[1:3] != (self.image_size, self.image_size):
-      raise ValueError(
-          f"the model was built for {self.image_size}x{self.image_size} images but got "
-          f"{images.shape[1]}x{images.shape[2]}; create it with image_size={images.shape[1]} "
-          "(and load weights with position embeddings resized, see vit_jax.checkpoint).")
-    if self.image_size % self.patch_size:
-      raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+    check_images(images, self.image_size, self.patch_size)
 
   def embed_patches(self, images: jax.Array) -> jax.Array:
     x = nn.Conv(
