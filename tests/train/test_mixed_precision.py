@@ -29,6 +29,16 @@ def test_bf16_training_curve_stays_close_to_f32(train_losses):
   np.testing.assert_allclose(bf16, f32, rtol=0.03, atol=0.03)
 
 
+def test_bf16_training_curve_under_fsdp_and_tensor_parallel_matches_data_parallel_bf16(train_losses):
+  """The bf16 matmuls' own backward pass (CPU) reshapes sharded activations: same numbers sharded."""
+  sharded = tiny("bfloat16")
+  sharded.sharding = "fsdp_tensor"
+  sharded.fsdp_min_size = 0
+  sharded.mesh.update(data=2, fsdp=2, tensor=2)
+  np.testing.assert_allclose(train_losses(sharded, steps=5), train_losses(tiny("bfloat16"), steps=5),
+                             rtol=1e-2, atol=1e-2)
+
+
 def test_bf16_first_moment_option_trains_like_f32(train_losses):
   f32 = np.array(train_losses(tiny(), steps=12))
   half_mu = np.array(train_losses(tiny(mu_dtype="bfloat16"), steps=12))

@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
+from vit_jax.models.precision import dense, einsum, matmul
+
 Dtype = Any
 Initializer = Callable[..., jax.Array]
 
@@ -21,22 +23,6 @@ def logical(init: Initializer, axes: tuple[Optional[str], ...]) -> Initializer:
 def constrain(x: jax.Array, axes: tuple[Optional[str], ...]) -> jax.Array:
   """Names the axes of an activation; the active rules table maps them to mesh axes."""
   return nn.with_logical_constraint(x, axes)
-
-
-def matmul(dtype: Dtype) -> Callable[..., jax.Array]:
-  """A dot_general that accumulates in float32 and returns `dtype`: bf16 compute stays accurate (and on
-  CPUs fast only this way), and for float32 it is the plain dot. Pass as nn.Dense(dot_general=...)."""
-  def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
-    del preferred_element_type
-    out = jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
-                              preferred_element_type=jnp.float32)
-    return out.astype(dtype)
-  return dot_general
-
-
-def einsum(spec: str, a: jax.Array, b: jax.Array, dtype: Dtype) -> jax.Array:
-  """jnp.einsum with float32 accumulation, returning `dtype` (see matmul)."""
-  return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32).astype(dtype)
 
 
 def check_images(images: jax.Array, image_size: int, patch_size: Optional[int] = None,
@@ -121,7 +107,7 @@ class HeadProjection(nn.Module):
         "kernel",
         logical(nn.initializers.xavier_uniform(in_axis=0, out_axis=(1, 2)), ("embed", "heads", "kv")),
         (x.shape[-1], self.num_heads, self.head_dim))
-    y = einsum("...d,dhk->...hk", x, jnp.asarray(kernel, self.dtype), self.dtype)
+    y = dense(x, kernel, self.dtype)
     if not self.use_bias:
       return y
     bias = self.param("bias", logical(nn.initializers.zeros, ("heads", "kv")),
@@ -141,8 +127,7 @@ class HeadMerge(nn.Module):
         logical(nn.initializers.xavier_uniform(in_axis=(0, 1), out_axis=2), ("heads", "kv", "embed")),
         (y.shape[-2], y.shape[-1], self.features))
     bias = self.param("bias", logical(nn.initializers.zeros, ("embed",)), (self.features,))
-    return einsum("...hk,hkd->...d", y, jnp.asarray(kernel, self.dtype), self.dtype) + jnp.asarray(
-        bias, self.dtype)
+    return dense(y, kernel, self.dtype, contract=2) + jnp.asarray(bias, self.dtype)
 
 
 class MultiHeadDotProductAttention(nn.Module):

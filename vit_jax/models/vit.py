@@ -5,7 +5,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vit_jax.models.layers import check_images, constrain, layer_norm, logical, matmul
+from vit_jax.models.layers import check_images, constrain, layer_norm, logical
+from vit_jax.models.precision import matmul, patch_embedding_conv
 from vit_jax.models.stack import encoder_blocks
 from vit_jax.models.variant import Variant
 
@@ -86,6 +87,7 @@ class VisionTransformer(nn.Module):
     x = nn.Conv(
         self.hidden_size, (self.patch_size, self.patch_size), strides=(self.patch_size,) * 2,
         padding="VALID", dtype=self.dtype, name="embedding",
+        conv_general_dilated=patch_embedding_conv(self.dtype),
         kernel_init=logical(nn.initializers.lecun_normal(), (None, None, None, "embed")),
         bias_init=logical(nn.initializers.zeros, ("embed",)))(images)
     batch, height, width, channels = x.shape

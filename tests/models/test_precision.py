@@ -1,0 +1,102 @@
+"""Specification of the mixed-precision matmuls: exact in float32, float32-accumulated in bf16, and on
+CPU a backward pass whose products all stay bf16 x bf16 (the fast kernels)."""
+import re
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vit_jax.models.precision import dense, matmul, patch_embedding_conv
+
+
+def _operands(x_shape, k_shape, seed=0):
+  rng = np.random.RandomState(seed)
+  return (jnp.asarray(rng.randn(*x_shape), jnp.float32),
+          jnp.asarray(rng.randn(*k_shape) / np.sqrt(np.prod(k_shape[:len(x_shape) - 1])), jnp.float32))
+
+
+def _reference(x, kernel, contract):
+  axes = (tuple(range(x.ndim - contract, x.ndim)), tuple(range(contract)))
+  return jnp.tensordot(x, kernel, axes, precision=jax.lax.Precision.HIGHEST)
+
+
+@pytest.mark.parametrize("x_shape,k_shape,contract", [
+    ((2, 5, 8), (8, 12), 1), ((2, 5, 4, 3), (4, 3, 8), 2), ((2, 3, 4, 2, 2, 3), (2, 2, 3, 6), 3)])
+def test_float32_dense_is_the_tensor_contraction(x_shape, k_shape, contract):
+  x, kernel = _operands(x_shape, k_shape)
+  np.testing.assert_allclose(dense(x, kernel, jnp.float32, contract), _reference(x, kernel, contract),
+                             rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("x_shape,k_shape,contract", [((4, 8, 16), (16, 24), 1),
+                                                      ((4, 8, 4, 4), (4, 4, 16), 2)])
+def test_bfloat16_dense_and_its_gradients_match_float32_to_bf16_rounding(x_shape, k_shape, contract):
+  x, kernel = _operands(x_shape, k_shape)
+  cotangent = jnp.asarray(np.random.RandomState(1).randn(*_reference(x, kernel, contract).shape))
+
+  def pullback(dtype):
+    y, vjp = jax.vjp(lambda a, b: dense(a, b, dtype, contract).astype(jnp.float32), x, kernel)
+    return (y,) + vjp(cotangent)
+
+  got, want = jax.jit(lambda: pullback(jnp.bfloat16))(), jax.jit(lambda: pullback(jnp.float32))()
+  assert got[0].dtype == jnp.float32 and got[1].dtype == x.dtype and got[2].dtype == kernel.dtype
+  for g, w in zip(got, want):
+    scale = float(jnp.max(jnp.abs(w)))
+    np.testing.assert_allclose(g / scale, w / scale, atol=3e-2)  # a few bf16 ulps of the largest
+
+
+def _dot_operand_types(compiled_text: str) -> list[tuple[str, str]]:
+  """(lhs, rhs) element types of every dot in a compiled HLO module."""
+  types = dict(re.findall(r"%([\w.\-]+) = (\w+)\[", compiled_text))
+  dots = re.findall(r"= \w+\[[^\]]*\]\{[^}]*\} dot\(%([\w.\-]+), %([\w.\-]+)\)", compiled_text)
+  return [(types[a], types[b]) for a, b in dots]
+
+
+def test_on_cpu_every_bf16_gradient_product_has_bf16_operands():
+  if jax.default_backend() != "cpu":
+    pytest.skip("the custom backward pass is CPU-only; other backends keep autodiff's")
+  x, kernel = _operands((8, 32, 64), (64, 128))
+  grad = jax.jit(jax.grad(lambda a, b: jnp.sum(dense(a, b, jnp.bfloat16).astype(jnp.float32) ** 2),
+                          argnums=(0, 1)))
+  operand_types = _dot_operand_types(grad.lower(x, kernel).compile().as_text())
+  assert len(operand_types) == 3  # forward, input gradient, kernel gradient
+  assert all(pair == ("bf16", "bf16") for pair in operand_types), operand_types
+
+
+def test_dense_names_a_kernel_that_does_not_fit():
+  x, kernel = _operands((2, 8), (6, 4))
+  with pytest.raises(ValueError, match=r"cannot contract input axes \(8,\)"):
+    dense(x, kernel, jnp.float32)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_nn_dense_with_matmul_equals_flax_dense(dtype):
+  x = jnp.asarray(np.random.RandomState(0).randn(2, 7, 16), jnp.float32)
+  ours = nn.Dense(12, dtype=dtype, dot_general=matmul(dtype))
+  flax_dense = nn.Dense(12, dtype=jnp.float32)
+  params = flax_dense.init(jax.random.key(0), x)
+  tolerance = 1e-5 if dtype == jnp.float32 else 3e-2
+  np.testing.assert_allclose(ours.apply(params, x).astype(jnp.float32), flax_dense.apply(params, x),
+                             rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("strides", [(4, 4), (2, 2)])  # patches, and an overlapping conv (lax's)
+def test_patch_embedding_conv_equals_the_convolution(dtype, strides):
+  images = jnp.asarray(np.random.RandomState(0).randn(2, 16, 16, 3), jnp.float32)
+  ours = nn.Conv(8, (4, 4), strides=strides, padding="VALID", dtype=dtype,
+                 conv_general_dilated=patch_embedding_conv(dtype))
+  conv = nn.Conv(8, (4, 4), strides=strides, padding="VALID")
+  params = conv.init(jax.random.key(0), images)
+
+  def loss(module, p):
+    return jnp.sum(module.apply(p, images).astype(jnp.float32) ** 2)
+
+  tolerance = 1e-4 if dtype == jnp.float32 else 3e-2
+  want, got = conv.apply(params, images), ours.apply(params, images).astype(jnp.float32)
+  np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance * float(jnp.max(jnp.abs(want))))
+  want_grad = jax.grad(lambda p: loss(conv, p))(params)["params"]["kernel"]
+  got_grad = jax.grad(lambda p: loss(ours, p))(params)["params"]["kernel"]
+  np.testing.assert_allclose(got_grad, want_grad, atol=tolerance * float(jnp.max(jnp.abs(want_grad))))

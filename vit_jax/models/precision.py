@@ -1,0 +1,116 @@
+"""Matmuls for mixed precision: bf16 operands, float32 accumulation, fast in both passes on every backend.
+
+The forward product is one dot_general with preferred_element_type=float32. Its autodiff transpose is
+not: it multiplies the float32 cotangent with a bf16 operand, which XLA:CPU computes at the float32 rate
+(and the weight gradient contracts the leading token axis, a layout its bf16 kernels do not take). On
+CPU, `dense` therefore has its own backward pass that keeps both gradient products bf16 x bf16 -> f32
+in the kernels' layout; elsewhere (TPU, GPU) the autodiff transpose is already native and is kept.
+"""
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+_X_TIMES_W = (((1,), (0,)), ((), ()))    # (m, k) x (k, n) -> (m, n)
+_G_TIMES_WT = (((1,), (1,)), ((), ()))   # (m, n) x (k, n) -> (m, k)
+_NHWC_HWIO = jax.lax.ConvDimensionNumbers((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))
+
+
+def _dot(a: jax.Array, b: jax.Array, dimension_numbers) -> jax.Array:
+  return jax.lax.dot_general(a, b, dimension_numbers, preferred_element_type=jnp.float32)
+
+
+def _materialized_transpose(x: jax.Array) -> jax.Array:
+  """x.T as a real copy: XLA folds a plain transpose into the dot's dimension numbers, and that
+  dot (contracting the leading axis of both operands) misses the CPU's bf16 kernels."""
+  m, k = x.shape
+  split = 8 if m % 8 == 0 else 1
+  return x.reshape(split, m // split, k).transpose(2, 0, 1).reshape(k, m)
+
+
+@jax.custom_vjp
+def _dense_2d(x: jax.Array, w: jax.Array) -> jax.Array:
+  return _dot(x, w, _X_TIMES_W)
+
+
+def _dense_2d_forward(x, w):
+  return _dot(x, w, _X_TIMES_W), (x, w)
+
+
+def _dense_2d_backward(residuals, g):
+  x, w = residuals
+  g = g.astype(x.dtype)
+  dx = _dot(g, w, _G_TIMES_WT).astype(x.dtype)
+  dw = _dot(_materialized_transpose(x), g, _X_TIMES_W).astype(w.dtype)
+  return dx, dw
+
+
+_dense_2d.defvjp(_dense_2d_forward, _dense_2d_backward)
+
+
+def _own_backward(dtype: Dtype) -> bool:
+  return jnp.dtype(dtype) != jnp.float32 and jax.default_backend() == "cpu"
+
+
+def dense(x: jax.Array, kernel: jax.Array, dtype: Dtype, contract: int = 1) -> jax.Array:
+  """Contracts the last `contract` axes of x with the first ones of kernel, in `dtype` with float32
+  accumulation: (..., *k) x (*k, *n) -> (..., *n)."""
+  x, kernel = jnp.asarray(x, dtype), jnp.asarray(kernel, dtype)
+  batch_shape, k_shape = x.shape[:x.ndim - contract], x.shape[x.ndim - contract:]
+  if kernel.shape[:contract] != k_shape:
+    raise ValueError(f"cannot contract input axes {k_shape} with kernel of shape {kernel.shape}")
+  n_shape = kernel.shape[contract:]
+  if not _own_backward(dtype):
+    axes = tuple(range(x.ndim - contract, x.ndim)), tuple(range(contract))
+    return _dot(x, kernel, (axes, ((), ()))).astype(dtype)
+  k, n = math.prod(k_shape), math.prod(n_shape)
+  y = _dense_2d(x.reshape(-1, k), kernel.reshape(k, n))
+  return y.reshape(batch_shape + n_shape).astype(dtype)
+
+
+def matmul(dtype: Dtype) -> Callable[..., jax.Array]:
+  """A dot_general for nn.Dense(dot_general=...) / nn.Conv that computes in `dtype` through `dense`
+  (float32 accumulation; for float32 it is the plain dot)."""
+  def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
+    del preferred_element_type
+    (lhs_contract, rhs_contract), batch = dimension_numbers
+    contract = len(lhs_contract)
+    is_dense = (not batch[0] and tuple(lhs_contract) == tuple(range(lhs.ndim - contract, lhs.ndim))
+                and tuple(rhs_contract) == tuple(range(contract)))
+    if is_dense and precision is None:
+      return dense(lhs, rhs, dtype, contract)
+    out = jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
+                              preferred_element_type=jnp.float32)
+    return out.astype(dtype)
+  return dot_general
+
+
+def einsum(spec: str, a: jax.Array, b: jax.Array, dtype: Dtype) -> jax.Array:
+  """jnp.einsum with float32 accumulation, returning `dtype` (for products that are not `dense`)."""
+  return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32).astype(dtype)
+
+
+def patch_embedding_conv(dtype: Dtype) -> Callable[..., jax.Array]:
+  """A conv_general_dilated for nn.Conv that computes a non-overlapping patch convolution (stride equal
+  to the kernel, VALID padding, NHWC/HWIO) as patches x kernel through `dense`; any other conv
+  is lax's."""
+  def conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+           dimension_numbers=None, feature_group_count=1, batch_group_count=1, precision=None,
+           preferred_element_type=None):
+    kh, kw, c, _ = rhs.shape
+    is_patchify = (padding == "VALID" and tuple(window_strides) == (kh, kw) and lhs.ndim == 4
+                   and lhs.shape[1] % kh == 0 and lhs.shape[2] % kw == 0
+                   and feature_group_count == 1 and batch_group_count == 1
+                   and all(d in (None, (1, 1)) for d in (lhs_dilation, rhs_dilation))
+                   and dimension_numbers == _NHWC_HWIO)
+    if not is_patchify or not _own_backward(dtype):
+      return jax.lax.conv_general_dilated(
+          lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+          feature_group_count, batch_group_count, precision,
+          preferred_element_type=preferred_element_type)
+    b, h, w, _ = lhs.shape
+    patches = lhs.reshape(b, h // kh, kh, w // kw, kw, c).transpose(0, 1, 3, 2, 4, 5)
+    return dense(patches, rhs, dtype, contract=3)
+  return conv
