@@ -50,3 +50,24 @@ def test_global_batch_places_each_example_once():
 def test_unknown_strategy_is_rejected():
   with pytest.raises(ValueError, match="unknown sharding strategy 'zero3'"):
     parallel.rules_for("zero3")
+
+
+def _pretend_two_processes():
+  """Device -> process as if the first four devices of jax.devices() were process 0's."""
+  order = {d.id: i for i, d in enumerate(jax.devices())}
+  return lambda device: order[device.id] // 4
+
+
+def test_process_major_mesh_gives_each_process_a_contiguous_block_of_the_global_batch():
+  mesh = parallel.make_mesh({"data": 2, "fsdp": 4})
+  sharding = parallel.batch_sharding(mesh, parallel.rules_for("fsdp"), ndim=1)
+  parallel.check_process_rows(sharding, 16, process_of=_pretend_two_processes())
+
+
+def test_a_mesh_that_interleaves_processes_is_refused_for_global_order():
+  devices = np.array(jax.devices())[[0, 4, 1, 5, 2, 6, 3, 7]]
+  mesh = jax.sharding.Mesh(devices.reshape(8, 1, 1), parallel.MESH_AXES)
+  sharding = parallel.batch_sharding(mesh, parallel.rules_for("data_parallel"), ndim=1)
+  with pytest.raises(ValueError, match=r"process 0's devices hold batch rows \[0, 1, 4, 5\].*"
+                                       r"not the block \[0, 8\)"):
+    parallel.check_process_rows(sharding, 16, process_of=_pretend_two_processes())

@@ -15,44 +15,29 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics (resumes if present).")
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "host:port of process 0 for multi-host runs (or JAX_COORDINATOR_ADDRESS).")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes in a multi-host run.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in a multi-host run.")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "Number of processes in a multi-host run (or JAX_NUM_PROCESSES).")
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "This process's index in a multi-host run (or JAX_PROCESS_ID).")
 _TIMEOUT = flags.DEFINE_integer(
     "distributed_timeout", 300,
-    "Seconds to wait for all processes to connect, and for a silent process before the others stop.")
+    "Seconds to wait for all processes to connect, for a silent process (at most 100) before the "
+    "others stop, and for the others at exit.")
 flags.mark_flags_as_required(["config", "workdir"])
-
-
-def _env_int(name: str):
-  value = os.environ.get(name)
-  return int(value) if value else None
-
-
-def _maybe_initialize_distributed() -> None:
-  """Connects the processes of a multi-host job: from flags, from JAX_COORDINATOR_ADDRESS /
-  JAX_NUM_PROCESSES / JAX_PROCESS_ID, or (on Cloud TPU pods) auto-detected. No-op for one process."""
-  import jax  # pylint: disable=import-outside-toplevel
-  address = _COORDINATOR.value or os.environ.get("JAX_COORDINATOR_ADDRESS")
-  num_processes = _NUM_PROCESSES.value or _env_int("JAX_NUM_PROCESSES")
-  process_id = _PROCESS_ID.value if _PROCESS_ID.value is not None else _env_int("JAX_PROCESS_ID")
-  timeouts = dict(initialization_timeout=_TIMEOUT.value,
-                  heartbeat_timeout_seconds=min(_TIMEOUT.value, 100))
-  if address or num_processes:
-    jax.distributed.initialize(coordinator_address=address, num_processes=num_processes,
-                               process_id=process_id, **timeouts)
-  elif os.environ.get("TPU_WORKER_HOSTNAMES", "").count(",") > 0:  # a multi-host Cloud TPU slice
-    jax.distributed.initialize(**timeouts)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  _maybe_initialize_distributed()
-  from vit_jax.data.sources import hide_gpus_from_tensorflow  # pylint: disable=import-outside-toplevel
-  hide_gpus_from_tensorflow()
-  from vit_jax.train.loop import train_and_evaluate  # pylint: disable=import-outside-toplevel
-  logging.set_verbosity(logging.WARNING)
-  result = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  from vit_jax import multihost  # pylint: disable=import-outside-toplevel
+  multihost.connect(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                    timeout=_TIMEOUT.value)
+  with multihost.stop_together():
+    from vit_jax.data.sources import hide_gpus_from_tensorflow  # pylint: disable=import-outside-toplevel
+    hide_gpus_from_tensorflow()
+    from vit_jax.train.loop import train_and_evaluate  # pylint: disable=import-outside-toplevel
+    logging.set_verbosity(logging.WARNING)
+    result = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   print(f"test loss: {result['test_loss']:.4f} over {int(result['test_examples'])} examples")
   print(f"final test accuracy: {result['test_accuracy']:.3f}")
 

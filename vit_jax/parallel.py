@@ -114,6 +114,27 @@ def batch_sharding(mesh: Mesh, rules, ndim: int) -> NamedSharding:
   return NamedSharding(mesh, spec)
 
 
+def check_process_rows(sharding: NamedSharding, batch_size: int, process_of=None) -> None:
+  """Fails unless process p's devices hold rows [p * local, (p + 1) * local) of a global batch.
+
+  make_array_from_process_local_data places each process's rows wherever its devices sit in the
+  mesh; inputs that slice one global order (data.global_order) need that to be process-major.
+  `process_of` maps a device to its process (default: device.process_index; for tests).
+  """
+  process_of = process_of or (lambda device: device.process_index)
+  processes = sorted({process_of(d) for d in sharding.mesh.devices.flat})
+  local = batch_size // len(processes)
+  rows = {p: set() for p in processes}
+  for device, index in sharding.devices_indices_map((batch_size,)).items():
+    rows[process_of(device)].update(range(*index[0].indices(batch_size)))
+  for p in processes:
+    if rows[p] != set(range(p * local, (p + 1) * local)):
+      raise ValueError(
+          f"process {p}'s devices hold batch rows {sorted(rows[p])[:4]}..., not the block "
+          f"[{p * local}, {(p + 1) * local}) that data.global_order gives it: build the mesh from "
+          "jax.devices() in process order (parallel.make_mesh), or set data.global_order=False.")
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 

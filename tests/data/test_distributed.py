@@ -12,6 +12,9 @@ import pytest
 
 from vit_jax.data import jft
 
+# Its module-scoped jobs run once: pytest-xdist keeps this file on one worker (--dist loadgroup).
+pytestmark = pytest.mark.xdist_group("test_distributed")
+
 WORKER = os.path.join(os.path.dirname(__file__), "distributed_worker.py")
 NUM_EXAMPLES = 24  # 4 shards of 6: 2 shards (12 examples) per process, 3 steps of 4 per process.
 

@@ -23,9 +23,13 @@ PLAIN = pipeline.default_augment_config()  # Identity augmentation: labels and p
 PLAIN.update(crop="resize", flip=False)
 
 
-def _train(source, n_batches, **kwargs):
+GLOBAL_ORDER = sources.default_data_config()
+GLOBAL_ORDER.global_order = True
+
+
+def _train(source, n_batches, config=CONFIG, **kwargs):
   kwargs = {"batch_size": 8, "image_size": 8, "seed": 0, "augment": PLAIN, **kwargs}
-  return list(itertools.islice(pipeline.train_batches(CONFIG, source=source, **kwargs), n_batches))
+  return list(itertools.islice(pipeline.train_batches(config, source=source, **kwargs), n_batches))
 
 
 def _assert_same_batches(a, b):
@@ -101,6 +105,35 @@ def test_augmentation_of_an_example_does_not_depend_on_the_process_count():
   for images in by_label.values():
     assert len(images) == 2
     np.testing.assert_array_equal(images[0], images[1])
+
+
+def _side_by_side(per_process):
+  """The global batches that the processes' local batches make, step by step."""
+  return [{key: np.concatenate([step[i][key] for i in range(len(step))])
+           for key in step[0]} for step in zip(*per_process)]
+
+
+@pytest.mark.parametrize("start_step", [0, 3])
+def test_in_global_order_the_global_batches_do_not_depend_on_the_process_count(start_step):
+  source = IndexedSource(40)  # 2 global batches of 16 per epoch (8 dropped): 5 steps cross 2 epochs.
+  run = dict(batch_size=16, augment=pipeline.default_augment_config(), start_step=start_step)
+  one = _train(source, 5, GLOBAL_ORDER, **run)
+  _assert_same_batches(one, _train(source, 5, **run))  # One process: the default stream.
+  for count in (2, 4):
+    per_process = [_train(source, 5, GLOBAL_ORDER, process_index=i, process_count=count, **run)
+                   for i in range(count)]
+    assert all(b["image"].shape[0] == 16 // count for batches in per_process for b in batches)
+    _assert_same_batches(_side_by_side(per_process), one)
+
+
+def test_in_global_order_resuming_at_step_k_continues_every_process_slice():
+  source = IndexedSource(40)
+  run = dict(batch_size=16, augment=pipeline.default_augment_config(), process_count=2)
+  for index in range(2):
+    fresh = _train(source, 6, GLOBAL_ORDER, process_index=index, **run)
+    for k in (1, 2, 5):
+      _assert_same_batches(
+          _train(source, 6 - k, GLOBAL_ORDER, process_index=index, start_step=k, **run), fresh[k:])
 
 
 def test_a_source_must_tag_its_examples_with_index_and_key():

@@ -1,11 +1,13 @@
 """Per-process batching: infinite, resumable train batches and one padded, masked eval pass.
 
 Each process reads its own shard of the source (`process_index` of `process_count`) and yields
-process-local numpy batches; the trainer assembles global arrays from them
-(parallel.global_batch). The train stream is a pure function of (seed, step), mixup and cutmix
-included, so a checkpoint only needs the step to resume it exactly. Examples are shuffled while
-still encoded and decoded afterwards by the pipeline string (see pp.py); undecodable examples are
-skipped and counted (see guard.py).
+process-local numpy batches; the trainer assembles global arrays from them (parallel.global_batch).
+With `data.global_order` every process instead reads the whole train split in one global order and
+keeps its slice of each global batch, so the global batches do not depend on the number of
+processes (at the cost of reading, not decoding, every example on every host). The train stream is
+a pure function of (seed, step), mixup and cutmix included, so a checkpoint only needs the step to
+resume it exactly. Examples are shuffled while still encoded and decoded afterwards by the pipeline
+string (see pp.py); undecodable examples are skipped and counted (see guard.py).
 """
 from typing import Optional
 
@@ -171,6 +173,15 @@ def _check_output(spec, preprocess: pp.Preprocess, source: Source) -> None:
     raise ValueError(f"Pipeline {preprocess.spec!r} leaves integer label lists: add multi_hot.")
 
 
+def slices_of_global_batches(examples: tf.data.Dataset, local_batch: int, process_index: int,
+                             process_count: int) -> tf.data.Dataset:
+  """Keeps examples [p * local_batch, (p + 1) * local_batch) of every `process_count * local_batch`:
+  process p's rows of each global batch (the rows its devices hold on a process-major mesh)."""
+  def mine(position, _):
+    return (position // local_batch) % process_count == process_index
+  return examples.enumerate().filter(mine).map(lambda _, example: example)
+
+
 def _describe(source: Source, split: str, process_index: int, process_count: int) -> str:
   return (f"{type(source).__name__} split {split!r}" +
           (f" (process {process_index} of {process_count})" if process_count > 1 else ""))
@@ -184,13 +195,17 @@ def train_batches(data_config: ml_collections.ConfigDict, *, source: Optional[So
 
   Each epoch reshuffles this process's shard (still encoded) with a seed derived from (seed, epoch)
   and drops the last partial batch; resuming at `start_step=k` skips encoded examples only.
+  With data_config.global_order, the shard is the whole split, shuffled the same on every process,
+  and the process decodes only its slice of each global batch (see slices_of_global_batches): the
+  global batches are then the same for any process_count, except that batch ops (pp_batch) and the
+  refilling of undecodable examples work within each process's slice.
   Augmentation seeds come from (seed, epoch, example index) and batch-op seeds from (seed, step).
   (tf.data's shuffle also reads TF's global seed: leave tf.random.set_seed alone, or set it the
   same in every run.)
 
   Args:
     data_config: see sources.default_data_config (reads train_split, pp_train, pp_batch,
-      shuffle_buffer, threads, prefetch, and the source keys when `source` is None).
+      shuffle_buffer, global_order, threads, prefetch, and the source keys when `source` is None).
     source: the examples; None builds one from data_config.
     batch_size: global batch size, split evenly over processes.
     image_size: output side length of the default pipeline.
@@ -214,8 +229,13 @@ def train_batches(data_config: ml_collections.ConfigDict, *, source: Optional[So
           default_pp_train(augment, image_size, source.multi_label))
   preprocess = pp.build(spec, num_classes=source.num_classes)
   batch_ops = pp.build_batch(data_config.get("pp_batch", ""), num_classes=source.num_classes)
-  sizes = [source.shard_size(split, i, process_count) for i in range(process_count)]
-  steps = min(sizes) // local_batch  # The same on every process, so all step together.
+  # What one process reads: its own shard, `local_batch` examples a step; or, in global order, the
+  # whole split, a whole global batch a step, of which it keeps (and decodes) only its slice.
+  global_order = bool(data_config.get("global_order", False))
+  shard, shards = (0, 1) if global_order else (process_index, process_count)
+  read_per_step = batch_size if global_order else local_batch
+  sizes = [source.shard_size(split, i, shards) for i in range(shards)]
+  steps = min(sizes) // read_per_step  # The same on every process, so all step together.
   if steps == 0:
     raise ValueError(f"Split {split!r} has {source.num_examples(split)} examples, fewer than one "
                      f"global batch of {batch_size} (over {process_count} processes): lower the "
@@ -224,18 +244,21 @@ def train_batches(data_config: ml_collections.ConfigDict, *, source: Optional[So
     raise ValueError(f"start_step={start_step} must be >= 0.")
   first_epoch, offset = divmod(start_step, steps)
 
-  examples = _read(source, split, process_index, process_count)
-  buffer_size = max(1, min(data_config.shuffle_buffer, sizes[process_index] + 1))
+  examples = _read(source, split, shard, shards)
+  buffer_size = max(1, min(data_config.shuffle_buffer, sizes[shard] + 1))
 
-  def epoch(e, skip=0):
+  def epoch(e, skip_steps=0):
     shuffle_seed = tf.random.stateless_uniform(  # A scalar mixing both halves of the pair.
         [], seed=_epoch_seed(seed, _SHUFFLE_SALT, e), minval=None, maxval=None, dtype=tf.int64)
     ds = examples.shuffle(buffer_size, seed=shuffle_seed, reshuffle_each_iteration=False)
-    ds = ds.take(steps * local_batch).skip(skip)  # Resuming skips examples before decoding.
+    # Resuming skips examples before decoding.
+    ds = ds.take(steps * read_per_step).skip(skip_steps * read_per_step)
+    if read_per_step != local_batch:
+      ds = slices_of_global_batches(ds, local_batch, process_index, process_count)
     return _preprocessed(ds, preprocess, source, data_config, _epoch_seed(seed, _AUGMENT_SALT, e))
 
   later = tf.data.Dataset.range(first_epoch + 1, np.iinfo(np.int64).max).flat_map(epoch)
-  ds = epoch(first_epoch, offset * local_batch).concatenate(later)
+  ds = epoch(first_epoch, offset).concatenate(later)
   guarded = _encoded(examples)
   ds = guard.batch_examples(ds, local_batch, drop_remainder=True)
   if guarded:
@@ -245,8 +268,8 @@ def train_batches(data_config: ml_collections.ConfigDict, *, source: Optional[So
     ds = ds.enumerate(start_step).map(lambda step, batch: batch_ops(
         batch, tf.random.experimental.stateless_fold_in(mix_seed, step)))
   ds = ds.prefetch(data_config.prefetch).with_options(_options(data_config))
-  return Batches(ds, what=_describe(source, split, process_index, process_count),
-                 files=source.files(split, process_index, process_count), train=True)
+  what = _describe(source, split, process_index, process_count) + " in global order" * global_order
+  return Batches(ds, what=what, files=source.files(split, shard, shards), train=True)
 
 
 def eval_batches(data_config: ml_collections.ConfigDict, *, source: Optional[Source] = None,

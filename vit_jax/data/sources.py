@@ -51,6 +51,10 @@ def default_data_config() -> ml_collections.ConfigDict:
       "pp_eval": "",
       "pp_batch": "",       # Train batch ops, e.g. 'mixup(0.2)' or 'cutmix(1.0)'; seeds: (seed, step).
       "shuffle_buffer": 10_000,  # Train shuffle buffer (encoded examples) per process.
+      # False: each process reads its own share of the train split (scales to JFT). True: every
+      # process reads the whole split in one global order and decodes only its slice of each
+      # global batch, so the batches are the same for any number of processes.
+      "global_order": False,
       "threads": 1,         # tf.data private thread pool size: keep small so XLA keeps the cores.
       "prefetch": 2,        # Batches prefetched by tf.data.
   })

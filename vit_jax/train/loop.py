@@ -168,13 +168,22 @@ def evaluate(config, s: Setup, state: TrainState, source: sources.Source, split:
 
 
 class _Preemption:
-  """Turns SIGTERM (the preemption notice) into a flag the loop checks, so it can save before exiting."""
+  """SIGTERM (the preemption notice) -> the step after which the loop saves and stops.
+
+  One process: a signal handler sets a flag. Several processes: JAX's preemption notifier (started
+  by jax.distributed) takes SIGTERM on any of them, and its sync manager picks a step at which all
+  of them save and stop together; a process stopping alone would leave the others waiting for it
+  in a collective.
+  """
 
   def __init__(self):
     self.requested = False
     self._previous = None
+    self._together = jax.process_count() > 1
 
   def __enter__(self):
+    if self._together:
+      return self  # JAX's handler must keep SIGTERM.
     try:
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     except ValueError:  # not the main thread: leave signals alone
@@ -184,6 +193,12 @@ class _Preemption:
   def _handle(self, signum, frame):
     del signum, frame
     self.requested = True
+
+  def reached(self, step: int) -> bool:
+    """Whether to save and stop after `step`; every process must ask at every step."""
+    if self._together:
+      return multihost_utils.reached_preemption_sync_point(step)
+    return self.requested
 
   def __exit__(self, *exc):
     if self._previous is not None:
@@ -210,6 +225,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                       multi_label=getattr(source, "multi_label", False)),
       in_shardings=(s.state_shardings, None), out_shardings=(s.state_shardings, None),
       donate_argnums=(0,))
+  if config.data.get("global_order", False):
+    parallel.check_process_rows(parallel.batch_sharding(s.mesh, s.rules, 1), config.batch_size)
   batches = pipeline.train_batches(
       config.data, source=source, batch_size=config.batch_size, image_size=config.data.image_size,
       seed=config.seed, start_step=position, process_index=jax.process_index(),
@@ -247,9 +264,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         result = evaluate(config, s, state, source, config.data.test_split)
         log.write(step, {f"test_{k}": v for k, v in result.items()})
       # The manager saves every checkpoint_every steps; the last step and a preemption always save.
-      ckpt.save(step, state, {"data_position": step},
-                force=step == s.total_steps or preemption.requested)
-      if preemption.requested:
+      preempted = preemption.reached(step)
+      ckpt.save(step, state, {"data_position": step}, force=step == s.total_steps or preempted)
+      if preempted:
         ckpt.wait_until_finished()
         progress.close()
         raise SystemExit(f"preempted (SIGTERM): saved step {step}; rerun the same command to resume")

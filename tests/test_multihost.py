@@ -1,0 +1,318 @@
+"""Specification of multi-host training: N processes reach the one-process result, checkpoints move
+between process counts, and when one process fails or dies the others stop, clearly and in time.
+
+Jobs run `python -m vit_jax.main` as real processes joined on 127.0.0.1, each under `timeout`, with
+the default digits config shrunk to a few steps and data.global_order on.
+"""
+import json
+import os
+import pathlib
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from vit_jax import multihost
+from vit_jax.checkpoint import restore_params
+
+# Its module-scoped jobs run once: pytest-xdist keeps this file on one worker (--dist loadgroup).
+pytestmark = pytest.mark.xdist_group("test_multihost")
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+FAILING_MAIN = str(ROOT / "tests" / "failing_main.py")
+TIMEOUT = 15     # --distributed_timeout of every job, in seconds.
+SLACK = 20       # How much later than TIMEOUT a survivor may stop (CI shares 2 cores with other tests).
+KILL_AFTER = 150  # `timeout` of every process: a job that hangs fails the test instead.
+SMALL = ("--config=configs/default.py:pretrain", "--config.model_name=ViT-micro/4",
+         "--config.train.epochs=0", "--config.optim.warmup_steps=1", "--config.batch_size=32",
+         "--config.eval_batch_size=360", "--config.train.log_every=1",
+         "--config.train.checkpoint_every=2", "--config.data.global_order=True")
+
+
+def _free_ports(n):
+  sockets = [socket.socket() for _ in range(n)]
+  for s in sockets:
+    s.bind(("127.0.0.1", 0))
+  ports = [s.getsockname()[1] for s in sockets]
+  for s in sockets:
+    s.close()
+  return ports
+
+
+def _start(workdir, processes, port, *, steps=4, by_env=False, program=("-m", "vit_jax.main"),
+           flags=()):
+  """Starts a job of `processes` processes with 8 // processes CPU devices each, joined by flags
+  (or by JAX_* environment variables); returns their Popen objects (`timeout` leads each group)."""
+  workdir = pathlib.Path(workdir)
+  workdir.parent.mkdir(parents=True, exist_ok=True)
+  base = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS" and not k.startswith("JAX_")}
+  base.update(JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2",
+              XLA_FLAGS=f"--xla_force_host_platform_device_count={8 // processes}")
+  procs = []
+  for i in range(processes):
+    env, joining = dict(base), []
+    if processes > 1 and by_env:
+      env.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES=str(processes),
+                 JAX_PROCESS_ID=str(i))
+    elif processes > 1:
+      joining = [f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={processes}",
+                 f"--process_id={i}"]
+    command = ["timeout", "-k", "5", str(KILL_AFTER), sys.executable, *program, *SMALL,
+               f"--workdir={workdir}", f"--config.train.steps={steps}",
+               f"--distributed_timeout={TIMEOUT}", *joining, *flags]
+    with open(f"{workdir}.{i}.log", "w") as log:
+      procs.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=log,
+                                    stderr=subprocess.STDOUT))
+  return procs
+
+
+def _log(workdir, i) -> str:
+  return pathlib.Path(f"{workdir}.{i}.log").read_text(errors="replace")
+
+
+def _wait_all(procs):
+  """Waits for every process; returns [(exit code, time.time() at exit)] (polled every 0.1 s)."""
+  exits = [None] * len(procs)
+  while None in exits:
+    for i, proc in enumerate(procs):
+      if exits[i] is None and proc.poll() is not None:
+        exits[i] = (proc.returncode, time.time())
+    time.sleep(0.1)
+  return exits
+
+
+def _kill_leftovers(procs) -> None:
+  """Kills the processes (with their `timeout`) still running, e.g. after a failed assertion."""
+  for proc in procs:
+    if proc.poll() is None:
+      os.killpg(proc.pid, signal.SIGKILL)
+      proc.wait()
+
+
+def _run_together(*jobs) -> None:
+  """Runs jobs (workdir, processes, options) side by side; each of their processes must succeed."""
+  ports = _free_ports(len(jobs))
+  started = [(workdir, _start(workdir, processes, port, **options))
+             for (workdir, processes, options), port in zip(jobs, ports)]
+  exits = _wait_all([proc for _, procs in started for proc in procs])
+  for workdir, procs in started:
+    for i, _ in enumerate(procs):
+      code, _ = exits.pop(0)
+      assert code == 0, f"{workdir} process {i} exited with {code}:\n{_log(workdir, i)[-3000:]}"
+
+
+def _metrics(workdir):
+  """({step: train loss}, final test metrics) from the run's metrics.jsonl."""
+  records = [json.loads(line) for line in open(pathlib.Path(workdir) / "metrics.jsonl")]
+  losses = {r["step"]: r["loss"] for r in records if "loss" in r}
+  return losses, [r for r in records if "test_accuracy" in r][-1]
+
+
+def _assert_same_results(workdir, reference, steps=(1, 2, 3, 4)):
+  losses, test = _metrics(workdir)
+  reference_losses, reference_test = _metrics(reference)
+  assert sorted(losses) == list(steps)
+  np.testing.assert_allclose([losses[s] for s in steps], [reference_losses[s] for s in steps],
+                             atol=1e-5)
+  assert test["test_examples"] == reference_test["test_examples"] == 359
+  assert test["test_accuracy"] == reference_test["test_accuracy"]
+  assert test["test_loss"] == pytest.approx(reference_test["test_loss"], abs=1e-5)
+  # Parameters to 1e-4: the attention key bias has no true gradient (softmax ignores it), so Adam
+  # turns the rounding of differently ordered sums into updates of up to ~1e-5 per step.
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4),
+               restore_params(workdir), restore_params(reference))
+
+
+# ----------------------------------------------------------------------------- same results
+
+@pytest.fixture(scope="module")
+def jobs(tmp_path_factory):
+  """Workdirs of 4-step jobs (checkpoints at steps 2 and 4): 'one' (1 process x 8 devices) and
+  'two' (2 x 4), and 'two_then_one' / 'one_then_two': each resumed from the other's step 2."""
+  root = tmp_path_factory.mktemp("multihost")
+  _run_together((root / "one", 1, {}), (root / "two", 2, {}))
+  for saved, resumed in (("two", "two_then_one"), ("one", "one_then_two")):
+    shutil.copytree(root / saved, root / resumed)
+    shutil.rmtree(root / resumed / "checkpoints" / "4")  # As if the job died after step 2 was saved.
+    os.remove(root / resumed / "metrics.jsonl")
+  _run_together((root / "two_then_one", 1, {}),
+                (root / "one_then_two", 2, {"by_env": True}))  # Joined by JAX_* variables.
+  return root
+
+
+def test_two_processes_of_four_devices_train_like_one_process_of_eight(jobs):
+  _assert_same_results(jobs / "two", jobs / "one")
+
+
+def test_a_checkpoint_of_two_processes_resumes_in_one_process_to_the_same_result(jobs):
+  _assert_same_results(jobs / "two_then_one", jobs / "two", steps=(3, 4))
+
+
+def test_a_checkpoint_of_one_process_resumes_in_two_processes_to_the_same_result(jobs):
+  _assert_same_results(jobs / "one_then_two", jobs / "one", steps=(3, 4))
+
+
+# ----------------------------------------------------------------------------- stopping together
+
+def _wait_until_training(workdir, procs) -> None:
+  metrics = pathlib.Path(workdir) / "metrics.jsonl"
+  deadline = time.monotonic() + KILL_AFTER
+  while not (metrics.exists() and metrics.stat().st_size):
+    assert time.monotonic() < deadline and all(p.poll() is None for p in procs), (
+        "the job did not start training:\n" + _log(workdir, 0)[-3000:])
+    time.sleep(0.2)
+
+
+def _python_pid(proc) -> int:
+  """The pid of the Python process that `timeout` (proc) runs."""
+  (child,) = pathlib.Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+  return int(child)
+
+
+@pytest.fixture(scope="module")
+def stopped(tmp_path_factory):
+  """Three 2-process jobs, side by side, interrupted while training: in 'failing' process 1 raises
+  at step 2; in 'killed' process 1 is killed (SIGKILL); in 'preempted' process 1 gets SIGTERM.
+  Returns {job: (exit codes, seconds from the interruption to the exit of process 0, or of both
+  processes for 'preempted')}."""
+  root = tmp_path_factory.mktemp("stopped")
+  ports = _free_ports(3)
+  endless = dict(steps=1000, flags=("--config.train.checkpoint_every=1000",))
+  failing = _start(root / "failing", 2, ports[0], program=(FAILING_MAIN, "1", "2"), **endless)
+  killed = _start(root / "killed", 2, ports[1], **endless)
+  preempted = _start(root / "preempted", 2, ports[2], **endless)
+  try:
+    _wait_until_training(root / "killed", killed)
+    os.killpg(killed[1].pid, signal.SIGKILL)  # `timeout` leads the process group of process 1.
+    kill_time = time.time()
+    _wait_until_training(root / "preempted", preempted)
+    os.kill(_python_pid(preempted[1]), signal.SIGTERM)
+    term_time = time.time()
+    exits = _wait_all(failing + killed + preempted)
+  finally:
+    _kill_leftovers(failing + killed + preempted)
+  # Process 1 of 'failing' fails while process 0 logs step 2 (in metrics.jsonl) and waits for it.
+  fail_time = (root / "failing" / "metrics.jsonl").stat().st_mtime
+  codes = [code for code, _ in exits]
+  return {"failing": (codes[0:2], exits[0][1] - fail_time),
+          "killed": (codes[2:4], exits[2][1] - kill_time),
+          "preempted": (codes[4:6], max(exits[4][1], exits[5][1]) - term_time), "root": root}
+
+
+def test_a_process_that_fails_stops_the_others_with_a_message_naming_it(stopped):
+  (survivor, failed), seconds = stopped["failing"]
+  job = stopped["root"] / "failing"
+  assert survivor == 1, _log(job, 0)[-3000:]
+  assert seconds < TIMEOUT + SLACK
+  assert ("vit_jax: stopping process 0 of 2 because process 1 of 2 failed (RuntimeError: injected "
+          "failure at step 2); its log has the traceback.") in _log(job, 0)
+  assert failed != 0
+  assert "Traceback" in _log(job, 1)
+  assert "vit_jax: process 1 of 2 failed (RuntimeError: injected failure" in _log(job, 1)
+
+
+def test_a_killed_process_stops_the_others_within_the_timeout(stopped):
+  (survivor, _), seconds = stopped["killed"]
+  survivor_log = _log(stopped["root"] / "killed", 0)
+  assert survivor not in (0, 124, 137), survivor_log[-3000:]  # Stopped by JAX, not by `timeout`.
+  assert seconds < TIMEOUT + SLACK
+  assert "if another process fails or dies, this one stops too, within 15 s" in survivor_log
+  # Then JAX's words: its coordination service names the silent process, or gloo (when the
+  # survivor was in a collective with it) fails.
+  assert ("The following tasks are unhealthy (stopped sending heartbeats):\n1" in survivor_log or
+          re.search(r"instance of 'gloo::\w+'", survivor_log)), survivor_log[-3000:]
+
+
+def test_sigterm_to_one_process_saves_and_stops_all_of_them_at_one_step(stopped):
+  codes, seconds = stopped["preempted"]
+  job = stopped["root"] / "preempted"
+  logs = [_log(job, i) for i in range(2)]
+  assert codes == [1, 1], logs[0][-3000:]  # SystemExit with the message below.
+  assert seconds < TIMEOUT + SLACK
+  said = [re.search(r"preempted \(SIGTERM\): saved step (\d+); rerun the same command", log)
+          for log in logs]
+  assert all(said), logs[1][-3000:]
+  assert said[0].group(1) == said[1].group(1)
+  assert restore_params(job)  # The saved step restores.
+  assert sorted(os.listdir(job / "checkpoints")) == [said[0].group(1)]
+
+
+# ----------------------------------------------------------------------------- in-process units
+
+class FakeClient:
+  """The two key-value calls of JAX's coordination client that multihost uses."""
+
+  def __init__(self, notices=()):
+    self.values = dict(notices)
+
+  def key_value_set(self, key, value, allow_overwrite=False):
+    assert allow_overwrite or key not in self.values
+    self.values[key] = value
+
+  def key_value_dir_get(self, prefix):
+    return [(k, v) for k, v in self.values.items() if k.startswith(prefix)]
+
+
+@pytest.fixture
+def two_processes(monkeypatch):
+  """Pretends this is process 1 of 2; returns the exit messages that stop_together would print."""
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  monkeypatch.setattr(jax, "process_index", lambda: 1)
+  monkeypatch.setattr(multihost, "GRACE_SECONDS", 0.0)
+  monkeypatch.setattr(multihost, "POLL_SECONDS", 0.01)
+  return []
+
+
+def test_a_single_process_raises_as_usual():
+  with pytest.raises(RuntimeError, match="plain"):
+    with multihost.stop_together():
+      raise RuntimeError("plain")
+
+
+def test_a_failure_is_posted_naming_the_process_and_the_error(two_processes):
+  client = FakeClient()
+  with multihost.stop_together(client, exit_fn=two_processes.append):
+    raise ValueError("disk full\nmore detail")
+  assert client.values == {
+      "vit_jax/failed/1": "process 1 of 2 failed (ValueError: disk full); its log has the traceback."}
+  assert two_processes == [""]  # Exits (status 1); the message went to stderr before the grace.
+
+
+def test_another_process_failure_notice_stops_this_one(two_processes):
+  client = FakeClient({"vit_jax/failed/0": "process 0 of 2 failed (OSError: gone); its log has "
+                                           "the traceback."})
+  stopped = threading.Event()
+  with multihost.stop_together(client, exit_fn=lambda m: (two_processes.append(m), stopped.set())):
+    assert stopped.wait(5)
+  assert two_processes == ["vit_jax: stopping process 1 of 2 because process 0 of 2 failed "
+                           "(OSError: gone); its log has the traceback."]
+
+
+def test_connect_reads_the_jax_environment_variables_and_applies_the_timeout(monkeypatch):
+  calls = []
+  monkeypatch.setattr(jax.distributed, "initialize", lambda **kwargs: calls.append(kwargs))
+  for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID",
+               "TPU_WORKER_HOSTNAMES"):
+    monkeypatch.delenv(name, raising=False)
+  multihost.connect(None, None, None, timeout=20)
+  assert not calls  # One process: nothing to join.
+  monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "10.0.0.1:1234")
+  monkeypatch.setenv("JAX_NUM_PROCESSES", "4")
+  monkeypatch.setenv("JAX_PROCESS_ID", "3")
+  multihost.connect(None, None, None, timeout=20)
+  multihost.connect("10.0.0.2:99", 2, 0, timeout=500)  # Flags win over the environment.
+  assert calls == [
+      dict(coordinator_address="10.0.0.1:1234", num_processes=4, process_id=3,
+           initialization_timeout=20, heartbeat_timeout_seconds=20, shutdown_timeout_seconds=20),
+      dict(coordinator_address="10.0.0.2:99", num_processes=2, process_id=0,
+           initialization_timeout=500, heartbeat_timeout_seconds=100,
+           shutdown_timeout_seconds=500)]
+
