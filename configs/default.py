@@ -36,4 +36,9 @@ def get_config(stage="pretrain"):
     config.optim.grad_clip_norm = 1.0
   else:
     raise ValueError(f"configs/default.py takes 'pretrain' or 'finetune', got {stage!r}")
+  # The digits are equal-size images in memory: augment whole batches (one op per batch, not one
+  # tf.data call per example), the same inception crop as config.data.augment describes.
+  config.data.pp_train = "decode"
+  config.data.pp_batch = (f"inception_crop({config.data.image_size}, "
+                          f"area_min={config.data.augment.area_min})|value_range(-1, 1)")
   return config.lock()

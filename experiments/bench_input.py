@@ -130,10 +130,15 @@ def main():
       print(f"  {name}: {wall:.0f} images/s wall (1 tf.data thread), {per_cpu:.0f} images per "
             "CPU-second")
     report_ratio("default config", load_default_config(), args.steps, args.repeats)
+    per_example = load_default_config()  # The same augmentation as one tf.data call per example.
+    per_example.data.pp_train = pipeline.default_pp_train(per_example.data.augment,
+                                                          per_example.data.image_size)
+    per_example.data.pp_batch = ""
+    report_ratio("default config, per-example pipeline", per_example, args.steps, args.repeats)
     if args.jpeg_model:  # The pretraining pipeline from JPEG shards, feeding a 224-px model.
       config = load_default_config()
       config.model_name = args.jpeg_model
-      config.data.update(source="jft", root=tmp, image_size=224, pp_train=PRETRAIN_PP)
+      config.data.update(source="jft", root=tmp, image_size=224, pp_train=PRETRAIN_PP, pp_batch="")
       config.batch_size = args.jpeg_batch
       report_ratio("JPEG shards", config, args.jpeg_steps, args.repeats)
   print(f"load average after: {os.getloadavg()[0]:.2f}")

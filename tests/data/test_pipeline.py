@@ -242,6 +242,18 @@ def test_mixup_is_part_of_the_pure_function_of_seed_and_step():
     assert (batch["label"] > 0).sum(-1).max() >= 2  # Mixed targets.
 
 
+def test_whole_batch_augmentation_is_part_of_the_pure_function_of_seed_and_step():
+  config = sources.default_data_config()
+  config.update(pp_train="decode", pp_batch="inception_crop(12, area_min=0.5)|flip_lr|value_range")
+  source = IndexedSource(24)
+  stream = lambda start, n: list(itertools.islice(pipeline.train_batches(  # noqa: E731
+      config, source=source, batch_size=8, image_size=12, seed=3, start_step=start), n))
+  fresh = stream(0, 6)
+  _assert_same_batches(stream(4, 2), fresh[4:])
+  assert fresh[0]["image"].shape == (8, 12, 12, 3) and fresh[0]["image"].dtype == np.float32
+  assert all(-1.0 <= b["image"].min() and b["image"].max() <= 1.0 for b in fresh)
+
+
 def test_more_tf_data_threads_give_the_same_stream():
   source = IndexedSource(24)
   augment = pipeline.default_augment_config()

@@ -5,7 +5,8 @@
 Each `|`-separated item is an op name, optionally called with Python literals. Example ops map an
 example dict to an example dict ('image', 'label' or 'labels' in, 'image' and 'label' out); the
 random ones each get their own stateless seed, split from the one seed of the example, so the output
-is a pure function of (example, seed). Batch ops (mixup, cutmix) map a batch dict and a seed.
+is a pure function of (example, seed). Batch ops (mixup, cutmix, and whole-batch inception_crop,
+flip_lr and value_range for equal-size in-memory images) map a batch dict and a seed.
 Register a new op with `@register_op(name)` / `@register_batch_op(name)` on a factory that takes the
 op's arguments and returns the function.
 """
@@ -16,7 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
-from vit_jax.data import mixing, preprocess, randaugment
+from vit_jax.data import batch_augment, mixing, preprocess, randaugment
 
 Example = Dict[str, tf.Tensor]
 
@@ -247,3 +248,26 @@ def _mixup(alpha=0.2):
 @register_batch_op("cutmix")
 def _cutmix(alpha=1.0):
   return lambda batch, seed: mixing.cutmix(batch, alpha, seed=seed)
+
+
+# Whole-batch versions of example ops, for equal-size in-memory images (see batch_augment.py).
+
+@register_batch_op("inception_crop")
+def _batch_inception_crop(size, area_min=preprocess.AREA_RANGE[0], area_max=preprocess.AREA_RANGE[1],
+                          aspect_min=preprocess.ASPECT_RANGE[0],
+                          aspect_max=preprocess.ASPECT_RANGE[1]):
+  def op(batch, seed):
+    return {**batch, "image": batch_augment.inception_crop(
+        batch["image"], size, (area_min, area_max), (aspect_min, aspect_max), seed=seed)}
+  return op
+
+
+@register_batch_op("flip_lr")
+def _batch_flip_lr():
+  return lambda batch, seed: {**batch, "image": batch_augment.flip_lr(batch["image"], seed=seed)}
+
+
+@register_batch_op("value_range")
+def _batch_value_range(vmin=-1.0, vmax=1.0, in_min=0.0, in_max=255.0):
+  return lambda batch, seed: {**batch, "image": preprocess.value_range(
+      batch["image"], vmin, vmax, in_min, in_max)}

@@ -28,7 +28,19 @@ def hide_gpus_from_tensorflow() -> None:
     pass  # The TF runtime is already initialized (devices then stay as they are) or has no GPUs.
 
 
+def keep_tensorflow_threads_few() -> None:
+  """Gives TensorFlow's global op pools one thread each: TF runs only the input pipeline, whose ops
+  run in tf.data's private pool (data.threads), and idle threads of larger pools spin on the cores
+  XLA computes on (measured: the default config's step 2-5% slower with the default pools)."""
+  try:
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+  except RuntimeError:
+    pass  # The TF runtime is already initialized: its pools stay as they are.
+
+
 hide_gpus_from_tensorflow()
+keep_tensorflow_threads_few()
 
 
 def default_data_config() -> ml_collections.ConfigDict:

@@ -1,0 +1,76 @@
+"""Augmentation of whole batches of equal-size images, one op per batch: for small in-memory images.
+
+tf.data runs an example pipeline as one function call per example (about 10 us each); for 8x8 digits
+that overhead costs more than the augmentation and takes CPU from XLA on a small machine. These ops
+work on a (B, H, W, C) batch at once (as `pp_batch` ops, after batching), with per-example draws
+from the batch's seed, which the pipeline derives from (seed, step): resume stays exact.
+"""
+from typing import Tuple
+
+import tensorflow as tf
+
+from vit_jax.data.preprocess import AREA_RANGE, ASPECT_RANGE
+
+Box = Tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]
+
+
+def sample_boxes(batch_size, height, width, area_range=AREA_RANGE, aspect_range=ASPECT_RANGE, *,
+                 seed, attempts: int = 10) -> Box:
+  """(top, left, box_height, box_width), int32 (B,) each: per example a box of a uniform area
+  fraction in `area_range` and a uniform width/height ratio in `aspect_range`; the first of
+  `attempts` draws that fits the image, else the whole image (as TF's inception-crop sampler)."""
+  seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 3)
+  shape = [batch_size, attempts]
+  image_h, image_w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+  area = tf.random.stateless_uniform(shape, seeds[0], *area_range) * image_h * image_w
+  aspect = tf.random.stateless_uniform(shape, seeds[1], *aspect_range)
+  box_h = tf.cast(tf.round(tf.sqrt(area / aspect)), tf.int32)
+  box_w = tf.cast(tf.round(tf.sqrt(area * aspect)), tf.int32)
+  fits = (box_h >= 1) & (box_w >= 1) & (box_h <= height) & (box_w <= width)
+  first = tf.argmax(tf.cast(fits, tf.int32), axis=1, output_type=tf.int32)
+  any_fits = tf.reduce_any(fits, axis=1)
+  box_h = tf.where(any_fits, tf.gather(box_h, first, batch_dims=1), height)
+  box_w = tf.where(any_fits, tf.gather(box_w, first, batch_dims=1), width)
+  offsets = tf.random.stateless_uniform([batch_size, 2], seeds[2])
+  top = tf.cast(tf.floor(offsets[:, 0] * tf.cast(height - box_h + 1, tf.float32)), tf.int32)
+  left = tf.cast(tf.floor(offsets[:, 1] * tf.cast(width - box_w + 1, tf.float32)), tf.int32)
+  return tf.minimum(top, height - box_h), tf.minimum(left, width - box_w), box_h, box_w
+
+
+def _interpolation(start, length, size: int, extent) -> tf.Tensor:
+  """(B, size, extent) weights of a half-pixel bilinear resize of [start, start + length) of an axis
+  of `extent` pixels to `size` (tf.image.resize's sampling, clamped to the box)."""
+  length_f = tf.cast(length, tf.float32)[:, None]
+  position = (tf.range(size, dtype=tf.float32)[None, :] + 0.5) * length_f / size - 0.5
+  floor = tf.floor(position)
+  last = length[:, None] - 1
+  low = start[:, None] + tf.clip_by_value(tf.cast(floor, tf.int32), 0, last)
+  high = start[:, None] + tf.clip_by_value(tf.cast(tf.math.ceil(position), tf.int32), 0, last)
+  weight = (position - floor)[..., None]
+  return tf.one_hot(low, extent) * (1.0 - weight) + tf.one_hot(high, extent) * weight
+
+
+def crop_and_resize(images: tf.Tensor, box: Box, size: int) -> tf.Tensor:
+  """Each image's box resized to (size, size) bilinearly: float32 (B, size, size, C), equal (up to
+  float rounding) to tf.image.resize of the cropped box, computed for the whole batch as two
+  batched matmuls with interpolation matrices (rows, then columns)."""
+  top, left, box_h, box_w = box
+  shape = tf.shape(images)
+  rows = _interpolation(top, box_h, size, shape[1])     # (B, size, H)
+  columns = _interpolation(left, box_w, size, shape[2])  # (B, size, W)
+  images = tf.cast(images, tf.float32)
+  return tf.einsum("bsh,bhwc,btw->bstc", rows, images, columns)
+
+
+def inception_crop(images: tf.Tensor, size: int, area_range=AREA_RANGE, aspect_range=ASPECT_RANGE,
+                   *, seed) -> tf.Tensor:
+  """Random resized crop of every image of a (B, H, W, C) batch: float32 (B, size, size, C)."""
+  shape = tf.shape(images)
+  box = sample_boxes(shape[0], shape[1], shape[2], area_range, aspect_range, seed=seed)
+  return crop_and_resize(images, box, size)
+
+
+def flip_lr(images: tf.Tensor, *, seed) -> tf.Tensor:
+  """Mirrors each image of a batch left-right with probability 1/2."""
+  flip = tf.random.stateless_uniform([tf.shape(images)[0]], seed) < 0.5
+  return tf.where(flip[:, None, None, None], tf.reverse(images, [2]), images)
