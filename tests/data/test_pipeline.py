@@ -25,6 +25,9 @@ PLAIN.update(crop="resize", flip=False)
 
 GLOBAL_ORDER = sources.default_data_config()
 GLOBAL_ORDER.global_order = True
+WHOLE_BATCH_GLOBAL_ORDER = sources.default_data_config()  # Whole-batch ops draw for global rows.
+WHOLE_BATCH_GLOBAL_ORDER.update(global_order=True, pp_train="decode",
+                                pp_batch="inception_crop(8, area_min=0.5)|flip_lr|value_range")
 
 
 def _train(source, n_batches, config=CONFIG, **kwargs):
@@ -113,14 +116,16 @@ def _side_by_side(per_process):
            for key in step[0]} for step in zip(*per_process)]
 
 
+@pytest.mark.parametrize("config", [GLOBAL_ORDER, WHOLE_BATCH_GLOBAL_ORDER])
 @pytest.mark.parametrize("start_step", [0, 3])
-def test_in_global_order_the_global_batches_do_not_depend_on_the_process_count(start_step):
+def test_in_global_order_the_global_batches_do_not_depend_on_the_process_count(start_step, config):
   source = IndexedSource(40)  # 2 global batches of 16 per epoch (8 dropped): 5 steps cross 2 epochs.
   run = dict(batch_size=16, augment=pipeline.default_augment_config(), start_step=start_step)
-  one = _train(source, 5, GLOBAL_ORDER, **run)
-  _assert_same_batches(one, _train(source, 5, **run))  # One process: the default stream.
+  one = _train(source, 5, config, **run)
+  if config is GLOBAL_ORDER:
+    _assert_same_batches(one, _train(source, 5, **run))  # One process: the default stream.
   for count in (2, 4):
-    per_process = [_train(source, 5, GLOBAL_ORDER, process_index=i, process_count=count, **run)
+    per_process = [_train(source, 5, config, process_index=i, process_count=count, **run)
                    for i in range(count)]
     assert all(b["image"].shape[0] == 16 // count for batches in per_process for b in batches)
     _assert_same_batches(_side_by_side(per_process), one)
@@ -229,12 +234,17 @@ def test_pipeline_strings_that_cannot_fit_the_source_are_clear_errors(tmp_path):
     pipeline.train_batches(config, batch_size=1, image_size=8, seed=0)
 
 
-def test_mixup_is_part_of_the_pure_function_of_seed_and_step():
+def _batch_op_stream(pp_train, pp_batch, image_size=8):
+  """start, n -> n train batches from `start` of a stream whose batch ops are `pp_batch`."""
   config = sources.default_data_config()
-  config.update(pp_train="decode|flip_lr|value_range|onehot", pp_batch="mixup(1.0)|cutmix(1.0)")
+  config.update(pp_train=pp_train, pp_batch=pp_batch)
   source = IndexedSource(24)
-  stream = lambda start, n: list(itertools.islice(pipeline.train_batches(  # noqa: E731
-      config, source=source, batch_size=8, image_size=8, seed=3, start_step=start), n))
+  return lambda start, n: list(itertools.islice(pipeline.train_batches(
+      config, source=source, batch_size=8, image_size=image_size, seed=3, start_step=start), n))
+
+
+def test_mixup_is_part_of_the_pure_function_of_seed_and_step():
+  stream = _batch_op_stream("decode|flip_lr|value_range|onehot", "mixup(1.0)|cutmix(1.0)")
   fresh = stream(0, 6)
   _assert_same_batches(stream(4, 2), fresh[4:])
   for batch in fresh:
@@ -243,11 +253,7 @@ def test_mixup_is_part_of_the_pure_function_of_seed_and_step():
 
 
 def test_whole_batch_augmentation_is_part_of_the_pure_function_of_seed_and_step():
-  config = sources.default_data_config()
-  config.update(pp_train="decode", pp_batch="inception_crop(12, area_min=0.5)|flip_lr|value_range")
-  source = IndexedSource(24)
-  stream = lambda start, n: list(itertools.islice(pipeline.train_batches(  # noqa: E731
-      config, source=source, batch_size=8, image_size=12, seed=3, start_step=start), n))
+  stream = _batch_op_stream("decode", "inception_crop(12, area_min=0.5)|flip_lr|value_range", 12)
   fresh = stream(0, 6)
   _assert_same_batches(stream(4, 2), fresh[4:])
   assert fresh[0]["image"].shape == (8, 12, 12, 3) and fresh[0]["image"].dtype == np.float32

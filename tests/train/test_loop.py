@@ -105,6 +105,7 @@ def test_multi_label_data_trains_with_sigmoid_and_reports_ranking_metrics(tmp_pa
   config = default_config("pretrain", steps=3, log_every=1, checkpoint_every=3)
   config.data.source = "jft"
   config.data.root = str(tmp_path / "jft")
+  config.data.pp_train = config.data.pp_batch = ""  # The digits' whole-batch recipe: back to default.
   result = train_and_evaluate(config, str(tmp_path / "run"))
   assert result["test_examples"] == 20
   assert 0.0 <= result["test_precision_at_1"] <= 1.0

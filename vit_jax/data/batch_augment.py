@@ -3,15 +3,18 @@
 tf.data runs an example pipeline as one function call per example (about 10 us each); for 8x8 digits
 that overhead costs more than the augmentation and takes CPU from XLA on a small machine. These ops
 work on a (B, H, W, C) batch at once (as `pp_batch` ops, after batching), with per-example draws
-from the batch's seed, which the pipeline derives from (seed, step): resume stays exact.
+from the batch's seed, which the pipeline derives from (seed, step): resume stays exact. Draws are
+made for every row of the global batch and each process keeps those of its rows (`rows`), so
+processes draw differently, and with data.global_order the batches do not depend on their number.
 """
-from typing import Tuple
+from typing import Optional, Tuple
 
 import tensorflow as tf
 
 from vit_jax.data.preprocess import AREA_RANGE, ASPECT_RANGE
 
 Box = Tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]
+Rows = Tuple[int, int]  # (first row of this batch in the global batch, global batch size)
 
 
 def sample_boxes(batch_size, height, width, area_range=AREA_RANGE, aspect_range=ASPECT_RANGE, *,
@@ -62,15 +65,26 @@ def crop_and_resize(images: tf.Tensor, box: Box, size: int) -> tf.Tensor:
   return tf.einsum("bsh,bhwc,btw->bstc", rows, images, columns)
 
 
+def _own_rows(draws, batch_size, rows):
+  """This batch's rows [first, first + batch_size) of draws made for the whole global batch."""
+  return tuple(d[rows[0]:rows[0] + batch_size] for d in draws) if rows else draws
+
+
 def inception_crop(images: tf.Tensor, size: int, area_range=AREA_RANGE, aspect_range=ASPECT_RANGE,
-                   *, seed) -> tf.Tensor:
-  """Random resized crop of every image of a (B, H, W, C) batch: float32 (B, size, size, C)."""
+                   *, seed, rows: Optional[Rows] = None) -> tf.Tensor:
+  """Random resized crop of every image of a (B, H, W, C) batch: float32 (B, size, size, C).
+
+  `rows` = (first row, global batch size): the batch is those rows of the global batch.
+  """
   shape = tf.shape(images)
-  box = sample_boxes(shape[0], shape[1], shape[2], area_range, aspect_range, seed=seed)
-  return crop_and_resize(images, box, size)
+  total = rows[1] if rows else shape[0]
+  box = sample_boxes(total, shape[1], shape[2], area_range, aspect_range, seed=seed)
+  return crop_and_resize(images, _own_rows(box, shape[0], rows), size)
 
 
-def flip_lr(images: tf.Tensor, *, seed) -> tf.Tensor:
-  """Mirrors each image of a batch left-right with probability 1/2."""
-  flip = tf.random.stateless_uniform([tf.shape(images)[0]], seed) < 0.5
+def flip_lr(images: tf.Tensor, *, seed, rows: Optional[Rows] = None) -> tf.Tensor:
+  """Mirrors each image of a batch left-right with probability 1/2 (`rows` as for inception_crop)."""
+  batch_size = tf.shape(images)[0]
+  (flip,) = _own_rows((tf.random.stateless_uniform([rows[1] if rows else batch_size], seed) < 0.5,),
+                      batch_size, rows)
   return tf.where(flip[:, None, None, None], tf.reverse(images, [2]), images)

@@ -225,10 +225,6 @@ def train_batches(data_config: ml_collections.ConfigDict, *, source: Optional[So
   _check_process(process_index, process_count)
   local_batch = local_batch_size(batch_size, process_count)
   split = data_config.train_split
-  spec = (data_config.get("pp_train", "") or
-          default_pp_train(augment, image_size, source.multi_label))
-  preprocess = pp.build(spec, num_classes=source.num_classes)
-  batch_ops = pp.build_batch(data_config.get("pp_batch", ""), num_classes=source.num_classes)
   # What one process reads: its own shard, `local_batch` examples a step; or, in global order, the
   # whole split, a whole global batch a step, of which it keeps (and decodes) only its slice.
   global_order = bool(data_config.get("global_order", False))
@@ -240,11 +236,15 @@ def train_batches(data_config: ml_collections.ConfigDict, *, source: Optional[So
     raise ValueError(f"Split {split!r} has {source.num_examples(split)} examples, fewer than one "
                      f"global batch of {batch_size} (over {process_count} processes): lower the "
                      "batch size.")
+  examples = _read(source, split, shard, shards)
+  batch_spec = data_config.get("pp_batch", "")
+  spec = (data_config.get("pp_train", "") or
+          default_pp_train(augment, image_size, source.multi_label))
+  preprocess = pp.build(spec, num_classes=source.num_classes)
+  batch_ops = pp.build_batch(batch_spec, num_classes=source.num_classes)
   if start_step < 0:
     raise ValueError(f"start_step={start_step} must be >= 0.")
   first_epoch, offset = divmod(start_step, steps)
-
-  examples = _read(source, split, shard, shards)
   buffer_size = max(1, min(data_config.shuffle_buffer, sizes[shard] + 1))
 
   def epoch(e, skip_steps=0):
@@ -263,10 +263,11 @@ def train_batches(data_config: ml_collections.ConfigDict, *, source: Optional[So
   ds = guard.batch_examples(ds, local_batch, drop_remainder=True)
   if guarded:
     ds = ds.map(guard.refill_bad_slots)
-  if data_config.get("pp_batch", ""):
+  if batch_spec:
     mix_seed = tf.constant([seed, _MIX_SALT], tf.int64)
+    rows = (process_index * local_batch, batch_size)  # Where this process's batch sits.
     ds = ds.enumerate(start_step).map(lambda step, batch: batch_ops(
-        batch, tf.random.experimental.stateless_fold_in(mix_seed, step)))
+        batch, tf.random.experimental.stateless_fold_in(mix_seed, step), rows))
   ds = ds.prefetch(data_config.prefetch).with_options(_options(data_config))
   what = _describe(source, split, process_index, process_count) + " in global order" * global_order
   return Batches(ds, what=what, files=source.files(split, shard, shards), train=True)

@@ -46,7 +46,8 @@ def register_op(name: str, *, random: bool = False, decodes: bool = False):
 
 
 def register_batch_op(name: str):
-  """Registers factory(*args) -> fn(batch, seed) -> batch under `name` (always seeded)."""
+  """Registers factory(*args) -> fn(batch, seed, rows) -> batch under `name` (always seeded; rows =
+  (first row, global batch size) places the batch in the global batch, or None)."""
   def wrap(factory):
     _BATCH_OPS[name] = _Registered(factory, True, False)
     return factory
@@ -144,16 +145,17 @@ def build(spec: str, **context) -> Preprocess:
   return Preprocess(_instantiate(spec, _OPS, "op", context), spec)
 
 
-def build_batch(spec: str, **context) -> Callable[[Example, Any], Example]:
-  """Parses a batch pipeline (e.g. 'mixup(0.2)'); returns fn(batch, seed) -> batch."""
+def build_batch(spec: str, **context) -> Callable[..., Example]:
+  """Parses a batch pipeline (e.g. 'mixup(0.2)'); returns fn(batch, seed, rows=None) -> batch, where
+  rows = (first row, global batch size) says which rows of the global batch `batch` holds."""
   ops = _instantiate(spec, _BATCH_OPS, "batch op", context)
 
-  def apply(batch, seed):
+  def apply(batch, seed, rows=None):
     if not ops:
       return batch
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), len(ops))
     for i, op in enumerate(ops):
-      batch = op.fn(dict(batch), seeds[i])
+      batch = op.fn(dict(batch), seeds[i], rows)
     return batch
   return apply
 
@@ -242,12 +244,12 @@ def _multi_hot(num_classes, smoothing=0.0, key="labels"):
 
 @register_batch_op("mixup")
 def _mixup(alpha=0.2):
-  return lambda batch, seed: mixing.mixup(batch, alpha, seed=seed)
+  return lambda batch, seed, rows: mixing.mixup(batch, alpha, seed=seed)
 
 
 @register_batch_op("cutmix")
 def _cutmix(alpha=1.0):
-  return lambda batch, seed: mixing.cutmix(batch, alpha, seed=seed)
+  return lambda batch, seed, rows: mixing.cutmix(batch, alpha, seed=seed)
 
 
 # Whole-batch versions of example ops, for equal-size in-memory images (see batch_augment.py).
@@ -256,18 +258,19 @@ def _cutmix(alpha=1.0):
 def _batch_inception_crop(size, area_min=preprocess.AREA_RANGE[0], area_max=preprocess.AREA_RANGE[1],
                           aspect_min=preprocess.ASPECT_RANGE[0],
                           aspect_max=preprocess.ASPECT_RANGE[1]):
-  def op(batch, seed):
+  def op(batch, seed, rows):
     return {**batch, "image": batch_augment.inception_crop(
-        batch["image"], size, (area_min, area_max), (aspect_min, aspect_max), seed=seed)}
+        batch["image"], size, (area_min, area_max), (aspect_min, aspect_max), seed=seed, rows=rows)}
   return op
 
 
 @register_batch_op("flip_lr")
 def _batch_flip_lr():
-  return lambda batch, seed: {**batch, "image": batch_augment.flip_lr(batch["image"], seed=seed)}
+  return lambda batch, seed, rows: {**batch, "image": batch_augment.flip_lr(
+      batch["image"], seed=seed, rows=rows)}
 
 
 @register_batch_op("value_range")
 def _batch_value_range(vmin=-1.0, vmax=1.0, in_min=0.0, in_max=255.0):
-  return lambda batch, seed: {**batch, "image": preprocess.value_range(
+  return lambda batch, seed, rows: {**batch, "image": preprocess.value_range(
       batch["image"], vmin, vmax, in_min, in_max)}
