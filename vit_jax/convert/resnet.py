@@ -45,17 +45,23 @@ def _conv(ours: str, theirs: str) -> list[Rule]:
   return [Rule(f"{ours}/kernel", f"{theirs}.weight", conv_kernel)]
 
 
+def _bottleneck_rules(ours: str, theirs: str, *, projection_norm: bool) -> list[Rule]:
+  """One bottleneck unit: conv/gn 1-3 and the shortcut's conv (and norm, in the hybrid's ResNet)."""
+  rules = []
+  for r in (1, 2, 3):
+    rules += _conv(f"{ours}/conv{r}", f"{theirs}.conv{r}") + _norm(f"{ours}/gn{r}", f"{theirs}.norm{r}")
+  rules += _conv(f"{ours}/conv_proj", f"{theirs}.downsample.conv")
+  return rules + (_norm(f"{ours}/gn_proj", f"{theirs}.downsample.norm") if projection_norm else [])
+
+
 def bit_rules(model: ResNetV2, keys: set[str]) -> list[Rule]:
   """timm `ResNetV2(preact=True, stem_type='fixed')` -> our BiT (official bit_jax / big_vision names)."""
   _check_supported(keys, _TIMM_BIT_UNSUPPORTED, type(model).__name__)
   rules = _conv("root_block/conv_root", "stem.conv")
   for i, num_units in enumerate(model.block_sizes):
     for j in range(num_units):
-      ours, theirs = f"block{i + 1}/unit{j + 1:02d}", f"stages.{i}.blocks.{j}"
-      for r in (1, 2, 3):
-        rules += _norm(f"{ours}/gn{r}", f"{theirs}.norm{r}")
-        rules += _conv(f"{ours}/conv{r}", f"{theirs}.conv{r}")
-      rules += _conv(f"{ours}/conv_proj", f"{theirs}.downsample.conv")
+      rules += _bottleneck_rules(f"block{i + 1}/unit{j + 1:02d}", f"stages.{i}.blocks.{j}",
+                                 projection_norm=False)
   rules += _norm("norm-pre-head", "norm")
   rules += [Rule("head/kernel", "head.fc.weight", _head_conv_kernel),
             Rule("head/bias", "head.fc.bias", identity)]
@@ -73,12 +79,8 @@ def hybrid_rules(model: HybridVisionTransformer, keys: set[str]) -> list[Rule]:
   rules = _conv("conv_root", root + "conv") + _norm("gn_root", root + "norm")
   for i, num_units in enumerate(model.resnet_layers):
     for j in range(num_units):
-      ours, theirs = f"block{i + 1}/unit{j + 1}", f"{backbone}stages.{i}.blocks.{j}"
-      for r in (1, 2, 3):
-        rules += _conv(f"{ours}/conv{r}", f"{theirs}.conv{r}")
-        rules += _norm(f"{ours}/gn{r}", f"{theirs}.norm{r}")
-      rules += _conv(f"{ours}/conv_proj", f"{theirs}.downsample.conv")
-      rules += _norm(f"{ours}/gn_proj", f"{theirs}.downsample.norm")
+      rules += _bottleneck_rules(f"block{i + 1}/unit{j + 1}", f"{backbone}stages.{i}.blocks.{j}",
+                                 projection_norm=True)
   # The transformer half, and `embedding` <- patch_embed.proj (the 1x1 or PxP conv on the feature map).
   return rules + vit_rules(model, keys)
 

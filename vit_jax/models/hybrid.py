@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from vit_jax.models.layers import logical
-from vit_jax.models.resnet import ResNetStage, StdConv, feature_map, group_norm
+from vit_jax.models.resnet import BottleneckUnit, Stage, StdConv, feature_map, group_norm
 from vit_jax.models.variant import Variant
 from vit_jax.models.vit import VisionTransformer
 
@@ -54,8 +54,8 @@ class HybridVisionTransformer(VisionTransformer):
     x = nn.max_pool(nn.relu(x), (3, 3), strides=(2, 2), padding="SAME")
     x = feature_map(x)
     for i, num_units in enumerate(self.resnet_layers):
-      x = ResNetStage(num_units=num_units, features=width * 2 ** i, first_stride=1 if i == 0 else 2,
-                      name=f"block{i + 1}", **norms)(x)
+      x = Stage(unit=BottleneckUnit, unit_name="unit{}", num_units=num_units, features=width * 2 ** i,
+                first_stride=1 if i == 0 else 2, name=f"block{i + 1}", **norms)(x)
     x = nn.Conv(
         self.hidden_size, (self.patch_size, self.patch_size), strides=(self.patch_size,) * 2,
         padding="VALID", dtype=self.dtype, name="embedding",

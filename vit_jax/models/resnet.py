@@ -6,7 +6,7 @@ Two families share the building blocks here:
   head) and its numerics (GroupNorm eps 1e-5, weight standardisation sqrt(var + 1e-10), explicit symmetric
   padding, a zero-padded max-pool).
 - The R50+ViT hybrid stem (Dosovitskiy et al. 2021): post-activation (ResNet v1.5) `BottleneckUnit`s in
-  `ResNetStage`s, named as in the public vit_jax checkpoints (block1/unit1/{conv1,gn1,...,conv_proj,gn_proj});
+  `Stage`s, named as in the public vit_jax checkpoints (block1/unit1/{conv1,gn1,...,conv_proj,gn_proj});
   the hybrid model itself is in hybrid.py.
 Every epsilon is a module option, so parity tests can use timm's values while the defaults stay official.
 """
@@ -131,20 +131,6 @@ class PreActBottleneck(_ConvNormModule):
     return feature_map(y + shortcut)
 
 
-class PreActStage(_ConvNormModule):
-  """A BiT stage: units unit01, unit02, ... of one width; the first one may stride."""
-  num_units: int = 1
-  features: int = 64
-  first_stride: int = 1
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    for i in range(self.num_units):
-      x = PreActBottleneck(features=self.features, strides=self.first_stride if i == 0 else 1,
-                           name=f"unit{i + 1:02d}", **self.numerics())(x)
-    return x
-
-
 class RootBlock(_ConvNormModule):
   """BiT root: symmetric pad 3, 7x7/2 StdConv, zero pad 1, 3x3/2 max-pool (no norm, no activation).
 
@@ -187,8 +173,8 @@ class ResNetV2(nn.Module):
     width = int(64 * self.width_factor)
     x = RootBlock(width=width, name="root_block", **norms)(images.astype(self.dtype))
     for i, num_units in enumerate(self.block_sizes):
-      x = PreActStage(num_units=num_units, features=width * 2 ** i, first_stride=1 if i == 0 else 2,
-                      name=f"block{i + 1}", **norms)(x)
+      x = Stage(unit=PreActBottleneck, num_units=num_units, features=width * 2 ** i,
+                first_stride=1 if i == 0 else 2, name=f"block{i + 1}", **norms)(x)
     x = group_norm(self.num_groups, self.group_norm_epsilon, self.dtype, "norm-pre-head")(x)
     x = jnp.mean(nn.relu(x), axis=(1, 2))
     if not self.num_classes:
@@ -227,8 +213,11 @@ class BottleneckUnit(_ConvNormModule):
     return feature_map(nn.relu(residual + y))
 
 
-class ResNetStage(_ConvNormModule):
-  """A hybrid stage: units unit1, unit2, ... (public vit_jax names); the first one may stride."""
+class Stage(_ConvNormModule):
+  """A stage of bottleneck units of one width (the first one may stride), named by `unit_name`:
+  BiT's PreActBottleneck as unit01, unit02, ...; the hybrid's BottleneckUnit as unit1, unit2, ..."""
+  unit: Any = None
+  unit_name: str = "unit{:02d}"
   num_units: int = 1
   features: int = 64
   first_stride: int = 1
@@ -236,8 +225,8 @@ class ResNetStage(_ConvNormModule):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     for i in range(self.num_units):
-      x = BottleneckUnit(features=self.features, strides=self.first_stride if i == 0 else 1,
-                         name=f"unit{i + 1}", **self.numerics())(x)
+      x = self.unit(features=self.features, strides=self.first_stride if i == 0 else 1,
+                    name=self.unit_name.format(i + 1), **self.numerics())(x)
     return x
 
 
