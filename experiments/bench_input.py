@@ -29,7 +29,7 @@ from PIL import Image  # noqa: E402
 
 from vit_jax import parallel  # noqa: E402
 from vit_jax.data import jft, pipeline, sources  # noqa: E402
-from vit_jax.train import loop  # noqa: E402
+from vit_jax.train import build, loop  # noqa: E402
 from vit_jax.train.step import make_train_step  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -77,7 +77,7 @@ def step_time_ratio(config, steps: int, repeats: int):
   median of the per-pair ratios (a neighbour's burst moves both runs of a pair alike) and the runs."""
   source = sources.get_source(config.data)
   s = loop.setup(config, source)
-  init = loop._init_fn(  # pylint: disable=protected-access
+  init = build.init_fn(
       s.model, s.tx, config.data.image_size, config.seed)
   step = jax.jit(make_train_step(s.model, s.tx, s.schedule), in_shardings=(s.state_shardings, None),
                  out_shardings=(s.state_shardings, None), donate_argnums=(0,))

@@ -22,21 +22,13 @@ def train_losses():
   import numpy as np  # pylint: disable=import-outside-toplevel
 
   from vit_jax import parallel  # pylint: disable=import-outside-toplevel
-  from vit_jax.train import loop  # pylint: disable=import-outside-toplevel
+  from vit_jax.train import build  # pylint: disable=import-outside-toplevel
   from vit_jax.train.step import make_train_step  # pylint: disable=import-outside-toplevel
 
   def run(config, steps, num_classes=10, seed=0):
-    class Source:
-      def __init__(self):
-        self.num_classes = num_classes
-
-      def num_examples(self, split):
-        del split
-        return steps * config.batch_size
-
     size = config.data.image_size
-    setup = loop.setup(config, Source())
-    init = loop._init_fn(setup.model, setup.tx, size, config.seed)  # pylint: disable=protected-access
+    setup = build.setup(config, num_classes, train_examples=steps * config.batch_size)
+    init = build.init_fn(setup.model, setup.tx, size, config.seed)
     step = jax.jit(make_train_step(setup.model, setup.tx, setup.schedule,
                                    accum_steps=config.train.accum_steps),
                    in_shardings=(setup.state_shardings, None),

@@ -6,7 +6,7 @@ import math
 
 import ml_collections
 
-from vit_jax.data.sources import default_data_config
+from vit_jax.data.defaults import default_data_config
 from vit_jax.train.optim import default_optim_config
 
 # Model fields a config may override, with their types; None keeps the registry variant's value.

@@ -37,7 +37,7 @@ import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 
 from vit_jax import flops, parallel  # noqa: E402
-from vit_jax.train import loop  # noqa: E402
+from vit_jax.train import build  # noqa: E402
 from vit_jax.train.step import make_train_step  # noqa: E402
 
 _COLLECTIVE = re.compile(
@@ -66,17 +66,6 @@ class Plan:
     return self.xla_argument_bytes + self.xla_temp_bytes
 
 
-class _NoData:
-  """Stands in for a data source: the planner needs only the class count."""
-
-  def __init__(self, num_classes: int):
-    self.num_classes = num_classes
-
-  def num_examples(self, split):
-    del split
-    return 10 ** 9
-
-
 def _per_device_bytes(abstract, shardings) -> float:
   return float(sum(math.prod(s.shard_shape(leaf.shape)) * leaf.dtype.itemsize
                    for leaf, s in zip(jax.tree.leaves(abstract), jax.tree.leaves(shardings))))
@@ -97,7 +86,7 @@ def plan(config: ml_collections.ConfigDict, num_classes: int = 1000) -> Plan:
   """Compiles the train step of `config` on the current (fake) devices and reads XLA's analyses."""
   if config.train.steps == 0 and not config.train.epochs and not config.train.examples:
     config.train.steps = 1000
-  setup = loop.setup(config, _NoData(num_classes))
+  setup = build.setup(config, num_classes, train_examples=10 ** 9)
   size = config.data.image_size
   batch_sharding = parallel.batch_sharding(setup.mesh, setup.rules, 4)
   label_sharding = parallel.batch_sharding(setup.mesh, setup.rules, 1)

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from vit_jax.data import jft, jft_write, pipeline, preprocess, sources
+from vit_jax.data import defaults, jft, jft_write, pipeline, preprocess, sources
 
 NUM_IMAGES, NUM_CLASSES = 12, 6
 
@@ -74,7 +74,7 @@ def test_reader_gives_every_image_once_with_its_variable_length_labels(written):
 
 
 def _config(root, **overrides):
-  config = sources.default_data_config()
+  config = defaults.default_data_config()
   config.update(source="jft", root=root, test_split="train", **overrides)
   return config
 

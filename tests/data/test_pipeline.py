@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vit_jax.data import pipeline
+from vit_jax.data import defaults, pipeline
 from vit_jax.data import preprocess
 from vit_jax.data import sources
 
@@ -18,14 +18,14 @@ def IndexedSource(n, size=8):  # pylint: disable=invalid-name
                              {"train": np.arange(n), "test": np.arange(n)})
 
 
-CONFIG = sources.default_data_config()
+CONFIG = defaults.default_data_config()
 PLAIN = pipeline.default_augment_config()  # Identity augmentation: labels and pixels pass through.
 PLAIN.update(crop="resize", flip=False)
 
 
-GLOBAL_ORDER = sources.default_data_config()
+GLOBAL_ORDER = defaults.default_data_config()
 GLOBAL_ORDER.global_order = True
-WHOLE_BATCH_GLOBAL_ORDER = sources.default_data_config()  # Whole-batch ops draw for global rows.
+WHOLE_BATCH_GLOBAL_ORDER = defaults.default_data_config()  # Whole-batch ops draw for global rows.
 WHOLE_BATCH_GLOBAL_ORDER.update(global_order=True, pp_train="decode",
                                 pp_batch="inception_crop(8, area_min=0.5)|flip_lr|value_range")
 
@@ -199,7 +199,7 @@ def test_the_augment_config_is_shorthand_for_a_pipeline_string():
   assert pipeline.default_pp_train(PLAIN, 32, multi_label=True) == (
       "decode|resize(32)|value_range(-1, 1)|multi_hot")
   source = IndexedSource(24)
-  config = sources.default_data_config()
+  config = defaults.default_data_config()
   config.pp_train = "decode|inception_crop(8, area_min=0.05)|flip_lr|value_range(-1, 1)"
   by_string = list(itertools.islice(pipeline.train_batches(
       config, source=source, batch_size=8, image_size=8, seed=0), 4))
@@ -207,7 +207,7 @@ def test_the_augment_config_is_shorthand_for_a_pipeline_string():
 
 
 def test_pipeline_strings_set_train_and_eval_preprocessing():
-  config = sources.default_data_config()
+  config = defaults.default_data_config()
   config.update(pp_train="decode|randaug(2, 9)|resize(6)|value_range(0, 1)|onehot(smoothing=0.1)",
                 pp_eval="decode|resize_small(7)|central_crop(5)|value_range(0, 1)|onehot")
   source = IndexedSource(16)
@@ -221,7 +221,7 @@ def test_pipeline_strings_set_train_and_eval_preprocessing():
 
 
 def test_pipeline_strings_that_cannot_fit_the_source_are_clear_errors(tmp_path):
-  config = sources.default_data_config()
+  config = defaults.default_data_config()
   config.pp_train = "decode|resize(8)|onehot(3)"
   with pytest.raises(ValueError, match="3-class targets but the source has 16 classes"):
     pipeline.train_batches(config, source=IndexedSource(16), batch_size=8, image_size=8, seed=0)
@@ -236,7 +236,7 @@ def test_pipeline_strings_that_cannot_fit_the_source_are_clear_errors(tmp_path):
 
 def _batch_op_stream(pp_train, pp_batch, image_size=8):
   """start, n -> n train batches from `start` of a stream whose batch ops are `pp_batch`."""
-  config = sources.default_data_config()
+  config = defaults.default_data_config()
   config.update(pp_train=pp_train, pp_batch=pp_batch)
   source = IndexedSource(24)
   return lambda start, n: list(itertools.islice(pipeline.train_batches(
@@ -263,7 +263,7 @@ def test_whole_batch_augmentation_is_part_of_the_pure_function_of_seed_and_step(
 def test_more_tf_data_threads_give_the_same_stream():
   source = IndexedSource(24)
   augment = pipeline.default_augment_config()
-  config = sources.default_data_config()
+  config = defaults.default_data_config()
   config.threads = 2
   threaded = list(itertools.islice(pipeline.train_batches(
       config, source=source, batch_size=8, image_size=8, seed=0, augment=augment), 4))
@@ -286,7 +286,7 @@ def _folder_with_bad_images(root, n=12, bad=(2, 7)):
 
 def test_undecodable_train_images_are_skipped_counted_and_refilled_from_their_batch(tmp_path):
   _folder_with_bad_images(str(tmp_path))
-  config = sources.default_data_config()
+  config = defaults.default_data_config()
   config.update(source="folder", root=str(tmp_path), test_fraction=0.5,
                 pp_train="decode|value_range(0, 255)", pp_eval="decode|value_range(0, 255)")
   source = sources.get_source(config)

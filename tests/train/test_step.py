@@ -4,7 +4,7 @@ import numpy as np
 
 from vit_jax import parallel
 from vit_jax.configuration import base_config
-from vit_jax.train import loop
+from vit_jax.train import build, loop
 from vit_jax.train.step import make_train_step
 
 
@@ -51,7 +51,7 @@ def run(config, steps, devices=None, accum_steps=1):
       setup = loop.setup(config, TenClassSource())
     finally:
       parallel.make_mesh = original
-  init = loop._init_fn(setup.model, setup.tx, 16, config.seed)
+  init = build.init_fn(setup.model, setup.tx, 16, config.seed)
   step = jax.jit(make_train_step(setup.model, setup.tx, setup.schedule, accum_steps=accum_steps),
                  in_shardings=(setup.state_shardings, None),
                  out_shardings=(setup.state_shardings, None), donate_argnums=(0,))

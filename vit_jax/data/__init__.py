@@ -1,5 +1,6 @@
 """Input pipelines: sources, preprocessing ops and per-host batching.
 
+  defaults.py     every key of config.data with its default (no TensorFlow: configs load anywhere)
   sources.py      the Source interface and registry; digits, image folders, TFDS by name
   imagenet21k.py  TFDS builder for the ImageNet-21k release (python -m vit_jax.data.imagenet21k)
   jft.py          JFT-like multi-label TFRecord shards: format, writer, reader

@@ -204,7 +204,7 @@ def train_batches(data_config: ml_collections.ConfigDict, *, source: Optional[So
   same in every run.)
 
   Args:
-    data_config: see sources.default_data_config (reads train_split, pp_train, pp_batch,
+    data_config: see defaults.default_data_config (reads train_split, pp_train, pp_batch,
       shuffle_buffer, global_order, threads, prefetch, and the source keys when `source` is None).
     source: the examples; None builds one from data_config.
     batch_size: global batch size, split evenly over processes.
@@ -283,7 +283,7 @@ def eval_batches(data_config: ml_collections.ConfigDict, *, source: Optional[Sou
   undecodable example, which is also logged and counted).
 
   Args:
-    data_config: see sources.default_data_config (reads test_split, pp_eval, threads, prefetch).
+    data_config: see defaults.default_data_config (reads test_split, pp_eval, threads, prefetch).
     source: the examples; None builds one from data_config.
     split: split to read; None: data_config.test_split.
     batch_size: global batch size, split evenly over processes.
