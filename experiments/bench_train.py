@@ -2,10 +2,13 @@
 
   python experiments/bench_train.py --model=ViT-B/16 --batch=8 --dtype=float32,bfloat16 \
       [--attention=fused] [--remat=none] [--timm_python=/tmp/timm_venv/bin/python] [--rounds=5]
+  python experiments/bench_train.py --model=ViT-L/16 --batch=auto --dtype=bfloat16 --attention=fused
 
 Prints images/s and MFU per precision (AdamW step, synthetic data, 224 px, 1000 classes), the bf16/f32
 ratio, and with --timm_python the same training step of timm's model in PyTorch (a server process in
-that interpreter, started by this one) and the ratio ours/timm. The variants take turns: each round
+that interpreter, started by this one; on the GPU when JAX runs on one, bf16 as autocast) and the
+ratio ours/timm. --batch=auto picks the largest multiple of 32 whose compiled step fits the device's
+memory (XLA's memory analysis, fitted from two smaller compiles). The variants take turns: each round
 times `--steps` steps of every variant (in a rotated order), and each ratio is the median over rounds
 of that round's ratio, so a neighbour's burst on a shared machine moves both sides of a ratio alike.
 """
@@ -23,7 +26,7 @@ import numpy as np  # noqa: E402
 
 from vit_jax import flops, parallel  # noqa: E402
 from vit_jax.configuration import base_config  # noqa: E402
-from vit_jax.train import loop  # noqa: E402
+from vit_jax.train import build  # noqa: E402
 from vit_jax.train.step import make_train_step  # noqa: E402
 
 TIMM_NAMES = {"ViT-B/16": "vit_base_patch16_224", "ViT-S/16": "vit_small_patch16_224",
@@ -31,18 +34,25 @@ TIMM_NAMES = {"ViT-B/16": "vit_base_patch16_224", "ViT-S/16": "vit_small_patch16
               "ViT-B/32": "vit_base_patch32_224"}
 
 TIMM_SERVER = textwrap.dedent("""
-    import json, sys, time, torch, timm
-    name, batch, warmup = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    import contextlib, json, sys, time, torch, timm
+    name, batch, warmup, device, dtype = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
     torch.manual_seed(0)
-    model = timm.create_model(name, pretrained=False, num_classes=1000).train()
+    model = timm.create_model(name, pretrained=False, num_classes=1000).train().to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.randn(batch, 3, 224, 224)
-    y = torch.randint(0, 1000, (batch,))
+    x = torch.randn(batch, 3, 224, 224, device=device)
+    y = torch.randint(0, 1000, (batch,), device=device)
+    def precision():  # f32 parameters; bf16 compute as autocast (PyTorch's mixed precision)
+        if dtype == "bfloat16":
+            return torch.autocast(device_type=device, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(x), y)
+        with precision():
+            loss = torch.nn.functional.cross_entropy(model(x), y)
         loss.backward()
         opt.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
     for _ in range(warmup):
         step()
     print(json.dumps({"ready": True, "threads": torch.get_num_threads()}), flush=True)
@@ -54,16 +64,8 @@ TIMM_SERVER = textwrap.dedent("""
 """)
 
 
-class _Synthetic:
-  num_classes = 1000
-
-  def num_examples(self, split):
-    del split
-    return 10 ** 6
-
-
-def ours(model, batch, dtype, attention, remat, warmup):
-  """Our compiled train step on synthetic data; returns (time_steps(n) -> median s/step, MFU(s))."""
+def _compile(model, batch, dtype, attention, remat):
+  """The trainer's AdamW step for `batch` images, compiled; returns (setup, executable, peak bytes)."""
   config = base_config()
   config.model_name = model
   config.data.image_size = 224
@@ -74,11 +76,57 @@ def ours(model, batch, dtype, attention, remat, warmup):
   config.model.dtype = dtype
   config.model.attention_impl = attention
   config.model.remat_policy = remat
-  setup = loop.setup(config, _Synthetic())
-  init = loop._init_fn(setup.model, setup.tx, 224, 0)  # pylint: disable=protected-access
+  setup = build.setup(config, num_classes=1000, train_examples=10 ** 6)
   step = jax.jit(make_train_step(setup.model, setup.tx, setup.schedule),
                  in_shardings=(setup.state_shardings, None),
                  out_shardings=(setup.state_shardings, None), donate_argnums=(0,))
+  data = {"image": jax.ShapeDtypeStruct((batch, 224, 224, 3), np.float32,
+                                        sharding=parallel.batch_sharding(setup.mesh, setup.rules, 4)),
+          "label": jax.ShapeDtypeStruct((batch,), np.int32,
+                                        sharding=parallel.batch_sharding(setup.mesh, setup.rules, 1))}
+  with parallel.activate(setup.mesh, setup.rules):
+    compiled = step.lower(setup.abstract_state, data).compile()
+  memory = compiled.memory_analysis()
+  peak = (memory.argument_size_in_bytes + memory.temp_size_in_bytes + memory.output_size_in_bytes
+          - memory.alias_size_in_bytes)
+  return setup, compiled, peak
+
+
+def free_device_memory(device) -> int:
+  """What JAX may still allocate on the device (allocator limit - in use); 0 where it does not say."""
+  stats = device.memory_stats() or {}
+  return int(stats.get("bytes_limit", 0)) - int(stats.get("bytes_in_use", 0))
+
+
+def largest_batch(model, dtype, attention, remat, memory_bytes, multiple=32, headroom=0.9):
+  """The largest multiple of `multiple` whose compiled step fits headroom x memory_bytes, with its
+  compile: peak memory is fixed + per-example x batch, fitted from the compiles at 1x and 2x
+  `multiple`, then confirmed (and stepped down if XLA's plan for that batch does not fit)."""
+  budget = headroom * memory_bytes
+  small = _compile(model, multiple, dtype, attention, remat)[2]
+  large = _compile(model, 2 * multiple, dtype, attention, remat)[2]
+  per_example = (large - small) / multiple
+  batch = int((budget - (small - per_example * multiple)) / per_example) // multiple * multiple
+  while batch >= multiple:
+    setup, compiled, peak = _compile(model, batch, dtype, attention, remat)
+    print(f"  {model} {dtype}: batch {batch} plans {peak / 2**30:.1f} GiB of "
+          f"{memory_bytes / 2**30:.1f} GiB", flush=True)
+    if peak <= budget:
+      return batch, setup, compiled
+    batch -= multiple
+  raise SystemExit(f"{model} {dtype}: not even batch {multiple} fits {memory_bytes / 2**30:.1f} GiB; "
+                   "use --remat=full or a smaller model")
+
+
+def ours(model, batch, dtype, attention, remat, warmup, memory_bytes=0):
+  """Our compiled train step on synthetic data; returns (batch, time_steps(n) -> median s/step,
+  MFU(s)). batch 0 means the largest that fits memory_bytes (0: the device's free memory now)."""
+  if batch:
+    setup, step, _ = _compile(model, batch, dtype, attention, remat)
+  else:
+    memory_bytes = memory_bytes or free_device_memory(jax.devices()[0])
+    batch, setup, step = largest_batch(model, dtype, attention, remat, memory_bytes)
+  init = build.init_fn(setup.model, setup.tx, 224, 0)
   rng = np.random.RandomState(0)
   local = {"image": rng.randn(batch, 224, 224, 3).astype(np.float32),
            "label": rng.randint(0, 1000, batch).astype(np.int32)}
@@ -99,12 +147,13 @@ def ours(model, batch, dtype, attention, remat, warmup):
   time_steps(warmup)
   peak = flops.peak_flops_per_device(dtype) * setup.mesh.devices.size
   example_flops = flops.train_flops_per_example(setup.model)
-  return time_steps, lambda seconds: example_flops * batch / seconds / peak
+  return batch, time_steps, lambda seconds: example_flops * batch / seconds / peak
 
 
-def timm(python, model, batch, warmup):
+def timm(python, model, batch, warmup, device, dtype):
   """timm's train step in a server process; returns time_steps(n) -> median s/step."""
-  server = subprocess.Popen([python, "-c", TIMM_SERVER, TIMM_NAMES[model], str(batch), str(warmup)],
+  server = subprocess.Popen([python, "-c", TIMM_SERVER, TIMM_NAMES[model], str(batch), str(warmup),
+                             device, dtype],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                             env=dict(os.environ, TIMM_FUSED_ATTN="1"))
   json.loads(server.stdout.readline())  # warmed up
@@ -119,7 +168,7 @@ def timm(python, model, batch, warmup):
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--model", default="ViT-B/16")
-  parser.add_argument("--batch", type=int, default=8)
+  parser.add_argument("--batch", default="8", help="images per step, or 'auto': the most that fit")
   parser.add_argument("--dtype", default="float32,bfloat16")
   parser.add_argument("--attention", default="xla", choices=["xla", "fused"])
   parser.add_argument("--remat", default="none")
@@ -127,25 +176,41 @@ def main():
   parser.add_argument("--rounds", type=int, default=5)
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--timm_python", default="")
+  parser.add_argument("--timm_dtype", default="float32", choices=["float32", "bfloat16"],
+                      help="timm's precision (bfloat16: autocast over f32 parameters)")
+  parser.add_argument("--memory_gib", type=float, default=0.0,
+                      help="memory that --batch=auto fills (default: the device's allocator limit)")
   args = parser.parse_args()
 
   device = jax.devices()[0]
-  print(f"device: {device.device_kind} x {jax.device_count()} ({jax.default_backend()}), "
-        f"{args.model}, batch {args.batch}, attention {args.attention}, remat {args.remat}, "
+  memory_bytes = int(args.memory_gib * 2**30)
+  if args.batch == "auto" and not (memory_bytes or free_device_memory(device)):
+    parser.error(f"--batch=auto: {device.device_kind} does not report its memory; give --memory_gib")
+  batch = 0 if args.batch == "auto" else int(args.batch)
+  print(f"device: {device.device_kind} x {jax.device_count()} ({jax.default_backend()}, "
+        f"{free_device_memory(device) / 2**30:.1f} GiB free for JAX), jax {jax.__version__}, {args.model}, "
+        f"batch {args.batch}, attention {args.attention}, remat {args.remat}, "
         f"{args.rounds} rounds of {args.steps} steps per variant", flush=True)
-  variants, mfu_of = {}, {}
+  variants, mfu_of, batch_of = {}, {}, {}
   for dtype in args.dtype.split(","):
-    variants[f"vit_jax {dtype}"], mfu_of[f"vit_jax {dtype}"] = ours(
-        args.model, args.batch, dtype, args.attention, args.remat, args.warmup)
+    name = f"vit_jax {dtype}"
+    batch_of[name], variants[name], mfu_of[name] = ours(
+        args.model, batch, dtype, args.attention, args.remat, args.warmup, memory_bytes)
   if args.timm_python:
-    variants["timm float32"] = timm(args.timm_python, args.model, args.batch, args.warmup)
+    if not batch:
+      parser.error("--timm_python needs a fixed --batch (both sides train the same batch)")
+    timm_device = "cuda" if jax.default_backend() == "gpu" else "cpu"
+    name = f"timm {args.timm_dtype}"
+    batch_of[name] = batch
+    variants[name] = timm(args.timm_python, args.model, batch, args.warmup, timm_device,
+                          args.timm_dtype)
   names = list(variants)
   rounds = []
   for r in range(args.rounds):
     order = names[r % len(names):] + names[:r % len(names)]
     seconds = {name: variants[name](args.steps) for name in order}
     rounds.append(seconds)
-    print(f"round {r + 1}: " + ", ".join(f"{n} {args.batch / seconds[n]:.2f} img/s" for n in names),
+    print(f"round {r + 1}: " + ", ".join(f"{n} {batch_of[n] / seconds[n]:.2f} img/s" for n in names),
           flush=True)
 
   def median(values):
@@ -154,14 +219,18 @@ def main():
   for name in names:
     seconds = median([r[name] for r in rounds])
     mfu = f"  MFU {mfu_of[name](seconds):.1%}" if name in mfu_of else ""
-    print(f"{name:17s} {args.batch / seconds:8.2f} img/s  {seconds:7.3f} s/step{mfu}")
+    print(f"{name:17s} batch {batch_of[name]:4d} {batch_of[name] / seconds:8.2f} img/s  "
+          f"{seconds:7.3f} s/step{mfu}")
 
   def ratio(faster, slower, label):
+    """Images/s of `faster` over images/s of `slower`, the median over rounds."""
     if faster in variants and slower in variants:
-      print(f"{label}: {median([r[slower] / r[faster] for r in rounds]):.2f}x (median of per-round ratios)")
+      speedups = [r[slower] / batch_of[slower] * batch_of[faster] / r[faster] for r in rounds]
+      print(f"{label}: {median(speedups):.2f}x (median of per-round ratios)")
 
   ratio("vit_jax bfloat16", "vit_jax float32", "bf16 / f32 speedup")
-  ratio("vit_jax float32", "timm float32", "vit_jax f32 / timm f32")
+  for dtype, short in (("float32", "f32"), ("bfloat16", "bf16")):
+    ratio(f"vit_jax {dtype}", f"timm {dtype}", f"vit_jax {short} / timm {short}")
 
 
 if __name__ == "__main__":
