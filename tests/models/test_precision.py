@@ -1,5 +1,5 @@
-"""Specification of the mixed-precision matmuls: exact in float32, float32-accumulated in bf16, and on
-CPU a backward pass whose products all stay bf16 x bf16 (the fast kernels)."""
+"""Specification of the mixed-precision matmuls: exact in float32, float32-accumulated in bf16, and a
+backward pass whose products all stay bf16 x bf16 (the fast kernels) on every backend."""
 import re
 
 import flax.linen as nn
@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from vit_jax.models import precision
 from vit_jax.models.precision import dense, matmul, patch_embedding_conv
 
 
@@ -62,6 +63,23 @@ def test_on_cpu_every_bf16_gradient_product_has_bf16_operands():
   operand_types = _dot_operand_types(grad.lower(x, kernel).compile().as_text())
   assert len(operand_types) == 3  # forward, input gradient, kernel gradient
   assert all(pair == ("bf16", "bf16") for pair in operand_types), operand_types
+
+
+def test_on_gpu_and_tpu_the_bf16_gradient_products_are_bf16_and_equal_the_cpu_form(monkeypatch):
+  """Off CPU the weight gradient reads x^T in place; the products are still bf16 x bf16 -> f32."""
+  x, kernel = _operands((8, 32, 64), (64, 128))
+
+  def grad(a, b):
+    return jax.grad(lambda a, b: jnp.sum(dense(a, b, jnp.bfloat16).astype(jnp.float32) ** 2),
+                    argnums=(0, 1))(a, b)
+
+  cpu_form = jax.jit(grad)(x, kernel)
+  monkeypatch.setattr(precision, "_transposes_in_memory", lambda: False)
+  lowered = jax.jit(grad).lower(x, kernel).as_text()  # StableHLO, before any backend's compiler
+  dots = re.findall(r"stablehlo\.dot_general .*: \(tensor<[\dx]+(\w+)>, tensor<[\dx]+(\w+)>\)", lowered)
+  assert dots == [("bf16", "bf16")] * 3, dots
+  for got, want in zip(jax.jit(grad)(x, kernel), cpu_form):
+    np.testing.assert_array_equal(got, want)
 
 
 def test_dense_names_a_kernel_that_does_not_fit():
