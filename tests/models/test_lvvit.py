@@ -13,7 +13,7 @@ from vit_jax import parallel
 from vit_jax.configuration import base_config, total_steps
 from vit_jax.models import create_model
 from vit_jax.models import lvvit
-from vit_jax.train import loop
+from vit_jax.train import build, loop
 from vit_jax.train.state import TrainState
 from vit_jax.train.step import make_train_step
 
@@ -246,7 +246,7 @@ def test_imagenet_configs_build_their_variant_with_the_paper_recipe(variant, nam
   assert config.batch_size == 1024 and config.train.epochs == 300
   assert config.optim.weight_decay == 0.05 and config.train.label_smoothing == 0.1
   assert total_steps(config, 1_281_167) == 375_342
-  model = loop.build_model(config, num_classes=1000)
+  model = build.build_model(config, num_classes=1000)
   assert model.stochastic_depth == drop_path
   if name in ("LV-ViT-S", "LV-ViT-M"):
     assert count(abstract_variables(model)["params"]) == PUBLISHED_EXACT[(name, 224)]
