@@ -165,10 +165,13 @@ class MultiHeadDotProductAttention(nn.Module):
     if self.attention_impl == "fused" and (deterministic or self.attention_dropout_rate == 0.0):
       y = jax.nn.dot_product_attention(q, k, v, scale=1.0).astype(self.dtype)  # q is pre-scaled
     else:
-      logits = einsum("bqhd,bkhd->bhqk", q, k, jnp.float32)  # softmax in float32
+      # Head-major (b, h, n, d) operands: each head's tokens contiguous for the batched matmuls,
+      # the layout XLA:CPU runs fastest (experiments/README.md, "attention layout").
+      q, k, v = (t.transpose(0, 2, 1, 3) for t in (q, k, v))
+      logits = einsum("bhqd,bhkd->bhqk", q, k, jnp.float32)  # softmax in float32
       weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
       weights = nn.Dropout(self.attention_dropout_rate)(weights, deterministic=deterministic)
-      y = einsum("bhqk,bkhd->bqhd", weights, v, self.dtype)
+      y = einsum("bhqk,bhkd->bhqd", weights, v, self.dtype).transpose(0, 2, 1, 3)
     y = constrain(y, ("batch", "length", "heads", "kv"))
     return HeadMerge(features, self.dtype, name="out")(y)
 
