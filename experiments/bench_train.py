@@ -73,6 +73,9 @@ def _compile(model, batch, dtype, attention, remat):
   config.train.steps = 1000
   config.optim.name = "adamw"
   config.optim.warmup_steps = 10
+  # The step timm's side runs: torch.optim.AdamW's defaults (weight decay 0.01), no clipping.
+  config.optim.weight_decay = 0.01
+  config.optim.grad_clip_norm = 0.0
   config.model.dtype = dtype
   config.model.attention_impl = attention
   config.model.remat_policy = remat
