@@ -6,20 +6,13 @@ import numpy as np
 import pytest
 
 from vit_jax.configuration import base_config
-from vit_jax.train import loop
+from vit_jax.train import build
 
 STRATEGIES = {
     "data_parallel": dict(data=8, fsdp=1, tensor=1),
     "fsdp": dict(data=2, fsdp=4, tensor=1),
     "fsdp_tensor": dict(data=2, fsdp=2, tensor=2),
 }
-
-
-class TenClasses:
-  num_classes = 10
-
-  def num_examples(self, split):
-    return 1000
 
 
 def config_for(strategy, mesh, **train):
@@ -74,7 +67,7 @@ def test_vit_b16_params_and_optimizer_state_are_split_over_the_shards(strategy, 
   config = config_for(strategy, mesh)
   config.model_name, config.data.image_size = "ViT-B/16", 224
   config.fsdp_min_size = base_config().fsdp_min_size
-  setup = loop.setup(config, TenClasses())
+  setup = build.setup(config, num_classes=10, train_examples=1000)
   state = (setup.abstract_state.params, setup.abstract_state.opt_state)
   shardings = (setup.state_shardings.params, setup.state_shardings.opt_state)
   ratio = per_device_bytes(state, shardings) / (total_bytes(state) / shards)
@@ -86,4 +79,4 @@ def test_fsdp_fails_with_a_list_when_a_large_tensor_stays_replicated():
   config.model_name, config.data.image_size = "ViT-testing", 16  # hidden 10: not divisible by 8
   config.fsdp_check_size = 100  # the 10x10 MLP kernels count as large here
   with pytest.raises(ValueError, match=r"replicated on every device:\n  .*kernel"):
-    loop.setup(config, TenClasses())
+    build.setup(config, num_classes=10, train_examples=1000)

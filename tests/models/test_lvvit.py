@@ -13,7 +13,7 @@ from vit_jax import parallel
 from vit_jax.configuration import base_config, total_steps
 from vit_jax.models import create_model
 from vit_jax.models import lvvit
-from vit_jax.train import build, loop
+from vit_jax.train import build
 from vit_jax.train.state import TrainState
 from vit_jax.train.step import make_train_step
 
@@ -275,17 +275,9 @@ def test_tiny_lvvit_trains_on_eight_devices_with_a_sharded_batch(train_losses):
   assert np.mean(losses[-3:]) < 0.85 * np.mean(losses[:3])
 
 
-class _Source:
-  num_classes = 10
-
-  def num_examples(self, split):
-    del split
-    return 16
-
-
 def test_train_step_updates_the_batch_statistics_of_a_sharded_batch():
   config = tiny_config()
-  setup = loop.setup(config, _Source())
+  setup = build.setup(config, num_classes=10, train_examples=16)
   variables = numpy_variables(setup.model)
   params = variables.pop("params")
   state = jax.device_put(TrainState(

@@ -4,16 +4,8 @@ import numpy as np
 
 from vit_jax import parallel
 from vit_jax.configuration import base_config
-from vit_jax.train import build, loop
+from vit_jax.train import build
 from vit_jax.train.step import make_train_step
-
-
-class TenClassSource:
-  """The two facts setup() needs from a data source."""
-  num_classes = 10
-
-  def num_examples(self, split):
-    return 640
 
 
 def tiny_config(**mesh):
@@ -43,12 +35,12 @@ def run(config, steps, devices=None, accum_steps=1):
   """Trains `steps` steps on a mesh over `devices`; returns per-step losses and final params."""
   if devices is not None:
     config.mesh.data = len(devices)
-  setup = loop.setup(config, TenClassSource()) if devices is None else None
+  setup = build.setup(config, 10, 640) if devices is None else None
   if devices is not None:
     original = parallel.make_mesh
     try:
       parallel.make_mesh = lambda sizes: original(sizes, devices)
-      setup = loop.setup(config, TenClassSource())
+      setup = build.setup(config, 10, 640)
     finally:
       parallel.make_mesh = original
   init = build.init_fn(setup.model, setup.tx, 16, config.seed)
@@ -95,7 +87,7 @@ def test_fsdp_and_tensor_rules_shard_parameters_and_keep_the_numbers():
   config = tiny_config(data=2, fsdp=2, tensor=2)
   config.sharding = "fsdp_tensor"
   config.fsdp_min_size = 0  # shard even this tiny model's kernels
-  setup = loop.setup(config, TenClassSource())
+  setup = build.setup(config, 10, 640)
   kernel = setup.state_shardings.params["Transformer"]["encoderblock_0"]["MlpBlock_0"]["Dense_0"]
   assert tuple(kernel["kernel"].spec) == ("fsdp", "tensor")
   sharded, _ = run(config, 3)
