@@ -30,7 +30,6 @@ from PIL import Image  # noqa: E402
 from vit_jax import parallel  # noqa: E402
 from vit_jax.data import jft, pipeline, sources  # noqa: E402
 from vit_jax.train import build, loop  # noqa: E402
-from vit_jax.train.step import make_train_step  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PRETRAIN_PP = "decode|inception_crop(224)|flip_lr|value_range(-1, 1)|multi_hot"
@@ -79,8 +78,7 @@ def step_time_ratio(config, steps: int, repeats: int):
   s = loop.setup(config, source)
   init = build.init_fn(
       s.model, s.tx, config.data.image_size, config.seed)
-  step = jax.jit(make_train_step(s.model, s.tx, s.schedule), in_shardings=(s.state_shardings, None),
-                 out_shardings=(s.state_shardings, None), donate_argnums=(0,))
+  step = build.jit_train_step(s)
   batches = pipeline.train_batches(
       config.data, source=source, batch_size=config.batch_size, image_size=config.data.image_size,
       seed=config.seed, augment=config.data.augment)

@@ -27,7 +27,6 @@ import numpy as np  # noqa: E402
 from vit_jax import flops, parallel  # noqa: E402
 from vit_jax.configuration import base_config  # noqa: E402
 from vit_jax.train import build  # noqa: E402
-from vit_jax.train.step import make_train_step  # noqa: E402
 
 TIMM_NAMES = {"ViT-B/16": "vit_base_patch16_224", "ViT-S/16": "vit_small_patch16_224",
               "ViT-Ti/16": "vit_tiny_patch16_224", "ViT-L/16": "vit_large_patch16_224",
@@ -80,15 +79,9 @@ def _compile(model, batch, dtype, attention, remat):
   config.model.attention_impl = attention
   config.model.remat_policy = remat
   setup = build.setup(config, num_classes=1000, train_examples=10 ** 6)
-  step = jax.jit(make_train_step(setup.model, setup.tx, setup.schedule),
-                 in_shardings=(setup.state_shardings, None),
-                 out_shardings=(setup.state_shardings, None), donate_argnums=(0,))
-  data = {"image": jax.ShapeDtypeStruct((batch, 224, 224, 3), np.float32,
-                                        sharding=parallel.batch_sharding(setup.mesh, setup.rules, 4)),
-          "label": jax.ShapeDtypeStruct((batch,), np.int32,
-                                        sharding=parallel.batch_sharding(setup.mesh, setup.rules, 1))}
   with parallel.activate(setup.mesh, setup.rules):
-    compiled = step.lower(setup.abstract_state, data).compile()
+    compiled = build.jit_train_step(setup).lower(
+        setup.abstract_state, build.abstract_batch(setup, batch, 224)).compile()
   memory = compiled.memory_analysis()
   peak = (memory.argument_size_in_bytes + memory.temp_size_in_bytes + memory.output_size_in_bytes
           - memory.alias_size_in_bytes)

@@ -23,16 +23,12 @@ def train_losses():
 
   from vit_jax import parallel  # pylint: disable=import-outside-toplevel
   from vit_jax.train import build  # pylint: disable=import-outside-toplevel
-  from vit_jax.train.step import make_train_step  # pylint: disable=import-outside-toplevel
 
   def run(config, steps, num_classes=10, seed=0):
     size = config.data.image_size
     setup = build.setup(config, num_classes, train_examples=steps * config.batch_size)
     init = build.init_fn(setup.model, setup.tx, size, config.seed)
-    step = jax.jit(make_train_step(setup.model, setup.tx, setup.schedule,
-                                   accum_steps=config.train.accum_steps),
-                   in_shardings=(setup.state_shardings, None),
-                   out_shardings=(setup.state_shardings, None), donate_argnums=(0,))
+    step = build.jit_train_step(setup, accum_steps=config.train.accum_steps)
     rng = np.random.RandomState(seed)
     band = max(size // num_classes, 1)
     losses = []

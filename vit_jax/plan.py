@@ -33,12 +33,10 @@ import math  # noqa: E402
 import re  # noqa: E402
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 
 from vit_jax import flops, parallel  # noqa: E402
 from vit_jax.train import build  # noqa: E402
-from vit_jax.train.step import make_train_step  # noqa: E402
 
 _COLLECTIVE = re.compile(
     r"=\s*(\(?[^=]*?\)?)\s+(all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute)"
@@ -87,16 +85,8 @@ def plan(config: ml_collections.ConfigDict, num_classes: int = 1000) -> Plan:
   if config.train.steps == 0 and not config.train.epochs and not config.train.examples:
     config.train.steps = 1000
   setup = build.setup(config, num_classes, train_examples=10 ** 9)
-  size = config.data.image_size
-  batch_sharding = parallel.batch_sharding(setup.mesh, setup.rules, 4)
-  label_sharding = parallel.batch_sharding(setup.mesh, setup.rules, 1)
-  batch = {"image": jax.ShapeDtypeStruct((config.batch_size, size, size, 3), jnp.float32,
-                                         sharding=batch_sharding),
-           "label": jax.ShapeDtypeStruct((config.batch_size,), jnp.int32, sharding=label_sharding)}
-  step = jax.jit(make_train_step(setup.model, setup.tx, setup.schedule,
-                                 accum_steps=config.train.accum_steps),
-                 in_shardings=(setup.state_shardings, None),
-                 out_shardings=(setup.state_shardings, None), donate_argnums=(0,))
+  batch = build.abstract_batch(setup, config.batch_size, config.data.image_size)
+  step = build.jit_train_step(setup, accum_steps=config.train.accum_steps)
   with parallel.activate(setup.mesh, setup.rules):
     compiled = step.lower(setup.abstract_state, batch).compile()
   memory = compiled.memory_analysis()

@@ -65,9 +65,14 @@ def crop_and_resize(images: tf.Tensor, box: Box, size: int) -> tf.Tensor:
   return tf.einsum("bsh,bhwc,btw->bstc", rows, images, columns)
 
 
-def _own_rows(draws, batch_size, rows):
-  """This batch's rows [first, first + batch_size) of draws made for the whole global batch."""
-  return tuple(d[rows[0]:rows[0] + batch_size] for d in draws) if rows else draws
+def _rows_to_draw(batch_size, rows):
+  """How many examples to draw for: the whole global batch when `rows` places this batch in it."""
+  return rows[1] if rows else batch_size
+
+
+def _own_rows(draw: tf.Tensor, batch_size, rows) -> tf.Tensor:
+  """This batch's rows [first, first + batch_size) of a draw made for the whole global batch."""
+  return draw[rows[0]:rows[0] + batch_size] if rows else draw
 
 
 def inception_crop(images: tf.Tensor, size: int, area_range=AREA_RANGE, aspect_range=ASPECT_RANGE,
@@ -77,14 +82,14 @@ def inception_crop(images: tf.Tensor, size: int, area_range=AREA_RANGE, aspect_r
   `rows` = (first row, global batch size): the batch is those rows of the global batch.
   """
   shape = tf.shape(images)
-  total = rows[1] if rows else shape[0]
-  box = sample_boxes(total, shape[1], shape[2], area_range, aspect_range, seed=seed)
-  return crop_and_resize(images, _own_rows(box, shape[0], rows), size)
+  box = sample_boxes(_rows_to_draw(shape[0], rows), shape[1], shape[2], area_range, aspect_range,
+                     seed=seed)
+  return crop_and_resize(images, tuple(_own_rows(d, shape[0], rows) for d in box), size)
 
 
 def flip_lr(images: tf.Tensor, *, seed, rows: Optional[Rows] = None) -> tf.Tensor:
   """Mirrors each image of a batch left-right with probability 1/2 (`rows` as for inception_crop)."""
   batch_size = tf.shape(images)[0]
-  (flip,) = _own_rows((tf.random.stateless_uniform([rows[1] if rows else batch_size], seed) < 0.5,),
-                      batch_size, rows)
+  flip = tf.random.stateless_uniform([_rows_to_draw(batch_size, rows)], seed) < 0.5
+  flip = _own_rows(flip, batch_size, rows)
   return tf.where(flip[:, None, None, None], tf.reverse(images, [2]), images)

@@ -197,8 +197,9 @@ def train_batches(data_config: ml_collections.ConfigDict, *, source: Optional[So
   and drops the last partial batch; resuming at `start_step=k` skips encoded examples only.
   With data_config.global_order, the shard is the whole split, shuffled the same on every process,
   and the process decodes only its slice of each global batch (see slices_of_global_batches): the
-  global batches are then the same for any process_count, except that batch ops (pp_batch) and the
-  refilling of undecodable examples work within each process's slice.
+  global batches are then the same for any process_count, except that mixup and cutmix pair
+  examples, and undecodable examples are refilled, within each process's slice (the whole-batch
+  inception_crop and flip_lr draw for every row of the global batch and are unaffected).
   Augmentation seeds come from (seed, epoch, example index) and batch-op seeds from (seed, step).
   (tf.data's shuffle also reads TF's global seed: leave tf.random.set_seed alone, or set it the
   same in every run.)

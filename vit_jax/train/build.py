@@ -17,6 +17,7 @@ from vit_jax.configuration import model_overrides, total_steps
 from vit_jax.models import create_model
 from vit_jax.train.optim import make_optimizer
 from vit_jax.train.state import TrainState
+from vit_jax.train.step import make_train_step
 
 
 @dataclasses.dataclass
@@ -94,3 +95,19 @@ def setup(config: ml_collections.ConfigDict, num_classes: int, train_examples: i
       lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
       boxed.replace(params=abstract_params, model_state=nn.unbox(boxed.model_state)), shardings)
   return Setup(model, tx, schedule, mesh, rules, shardings, abstract, steps, num_classes)
+
+
+def jit_train_step(s: Setup, **step_options):
+  """The train step as the trainer runs it: state laid out as `s` says and donated, the batch as it
+  comes; `step_options` go to make_train_step (label_smoothing, accum_steps, multi_label)."""
+  return jax.jit(make_train_step(s.model, s.tx, s.schedule, **step_options),
+                 in_shardings=(s.state_shardings, None), out_shardings=(s.state_shardings, None),
+                 donate_argnums=(0,))
+
+
+def abstract_batch(s: Setup, batch_size: int, image_size: int) -> dict[str, jax.ShapeDtypeStruct]:
+  """Shapes of one global batch, sharded as the trainer shards batches: to compile ahead of time."""
+  return {"image": jax.ShapeDtypeStruct((batch_size, image_size, image_size, 3), jnp.float32,
+                                        sharding=parallel.batch_sharding(s.mesh, s.rules, 4)),
+          "label": jax.ShapeDtypeStruct((batch_size,), jnp.int32,
+                                        sharding=parallel.batch_sharding(s.mesh, s.rules, 1))}

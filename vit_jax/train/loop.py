@@ -16,18 +16,17 @@ from vit_jax import checkpoint, flops, parallel
 from vit_jax import evaluate as eval_metrics
 from vit_jax.data import pipeline, sources
 from vit_jax.train import build
-from vit_jax.train.build import Setup
 from vit_jax.train.metric_log import MetricLog
 from vit_jax.train.state import TrainState
-from vit_jax.train.step import make_eval_step, make_train_step
+from vit_jax.train.step import make_eval_step
 
 
-def setup(config: ml_collections.ConfigDict, source: sources.Source) -> Setup:
+def setup(config: ml_collections.ConfigDict, source: sources.Source) -> build.Setup:
   """Phases 1-3 for a data source: its class count and train-split size size the model and schedule."""
   return build.setup(config, source.num_classes, source.num_examples(config.data.train_split))
 
 
-def initial_state(config, s: Setup, ckpt: "checkpoint.Checkpointer", workdir: str
+def initial_state(config, s: build.Setup, ckpt: "checkpoint.Checkpointer", workdir: str
                   ) -> tuple[TrainState, int]:
   """Phase 4: resume from the workdir if it has a checkpoint, else init (and load pretrained weights)."""
   if ckpt.latest_step() is not None:
@@ -58,7 +57,7 @@ def initial_state(config, s: Setup, ckpt: "checkpoint.Checkpointer", workdir: st
   return state, 0
 
 
-def evaluate(config, s: Setup, state: TrainState, source: sources.Source, split: str
+def evaluate(config, s: build.Setup, state: TrainState, source: sources.Source, split: str
              ) -> dict[str, float]:
   """Top-1 accuracy and mean loss over every example of a split (padded batches, masked); for
   multi-label data also precision@1 and mean average precision."""
@@ -145,12 +144,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   print(f"{config.model_name}: {n_params:,} parameters; mesh {dict(s.mesh.shape)} ({config.sharding}); "
         f"{s.total_steps} steps of batch {config.batch_size}")
 
-  train_step = jax.jit(
-      make_train_step(s.model, s.tx, s.schedule, label_smoothing=config.train.label_smoothing,
-                      accum_steps=config.train.accum_steps,
-                      multi_label=getattr(source, "multi_label", False)),
-      in_shardings=(s.state_shardings, None), out_shardings=(s.state_shardings, None),
-      donate_argnums=(0,))
+  train_step = build.jit_train_step(
+      s, label_smoothing=config.train.label_smoothing, accum_steps=config.train.accum_steps,
+      multi_label=getattr(source, "multi_label", False))
   if config.data.get("global_order", False):
     parallel.check_process_rows(parallel.batch_sharding(s.mesh, s.rules, 1), config.batch_size)
   batches = pipeline.train_batches(
