@@ -166,7 +166,7 @@ def main():
   parser.add_argument("--model", default="ViT-B/16")
   parser.add_argument("--batch", default="8", help="images per step, or 'auto': the most that fit")
   parser.add_argument("--dtype", default="float32,bfloat16")
-  parser.add_argument("--attention", default="xla", choices=["xla", "fused"])
+  parser.add_argument("--attention", default="xla", choices=["xla", "fused", "cpu"])
   parser.add_argument("--remat", default="none")
   parser.add_argument("--steps", type=int, default=3, help="steps per variant per round")
   parser.add_argument("--rounds", type=int, default=5)

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
+from vit_jax.models import cpu_attention
 from vit_jax.models.precision import dense, einsum, matmul
 
 Dtype = Any
@@ -130,6 +131,9 @@ class HeadMerge(nn.Module):
     return dense(y, kernel, self.dtype, contract=2) + jnp.asarray(bias, self.dtype)
 
 
+ATTENTION_IMPLS = ("xla", "fused", "cpu")
+
+
 class MultiHeadDotProductAttention(nn.Module):
   """Self-attention with separate query/key/value/out projections (the public checkpoint layout).
 
@@ -141,12 +145,15 @@ class MultiHeadDotProductAttention(nn.Module):
   dtype: Dtype = jnp.float32
   qkv_bias: bool = True
   attention_scale: Optional[float] = None
-  attention_impl: str = "xla"   # xla (einsum + softmax) | fused (jax.nn.dot_product_attention: cuDNN on GPU)
+  # xla (einsum + softmax) | fused (jax.nn.dot_product_attention: cuDNN on GPU)
+  # | cpu (the C++ kernel of models/cpu_attention.py: every core of an XLA:CPU host)
+  attention_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
-    if self.attention_impl not in ("xla", "fused"):
-      raise ValueError(f"attention_impl must be 'xla' or 'fused', got {self.attention_impl!r}")
+    if self.attention_impl not in ATTENTION_IMPLS:
+      raise ValueError(
+          f"attention_impl must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}")
     features = x.shape[-1]
     if features % self.num_heads:
       raise ValueError(
@@ -162,8 +169,11 @@ class MultiHeadDotProductAttention(nn.Module):
     k = projection("key")(x)
     v = projection("value")(x)
     q = constrain(q, ("batch", "length", "heads", "kv"))
-    if self.attention_impl == "fused" and (deterministic or self.attention_dropout_rate == 0.0):
+    without_dropout = deterministic or self.attention_dropout_rate == 0.0
+    if self.attention_impl == "fused" and without_dropout:
       y = jax.nn.dot_product_attention(q, k, v, scale=1.0).astype(self.dtype)  # q is pre-scaled
+    elif self.attention_impl == "cpu" and without_dropout:
+      y = cpu_attention.attention(q, k, v)
     else:
       # Head-major (b, h, n, d) operands: each head's tokens contiguous for the batched matmuls,
       # the layout XLA:CPU runs fastest (experiments/README.md, "attention layout").
