@@ -11,10 +11,12 @@ from vit_jax import parallel
 from vit_jax.models import cpu_attention, create_model
 
 
-def reference(q, k, v):
-  """softmax(q k^T) v in float32 at full matmul precision, token-major operands."""
+def reference(q, k, v, scale=None):
+  """softmax(scale q k^T) v in float32 at full matmul precision, token-major operands."""
+  scale = q.shape[-1] ** -0.5 if scale is None else scale
   q, k, v = (t.astype(jnp.float32) for t in (q, k, v))
-  weights = jax.nn.softmax(jnp.einsum("bqhd,bkhd->bhqk", q, k, precision="highest"), axis=-1)
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q * scale, k, precision="highest")
+  weights = jax.nn.softmax(logits, axis=-1)
   return jnp.einsum("bhqk,bkhd->bqhd", weights, v, precision="highest")
 
 
@@ -33,6 +35,15 @@ def test_forward_and_gradients_equal_softmax_attention(shape):
   q, k, v, cotangent = operands(shape)
   got = jax.jit(lambda *a: value_and_pullback(cpu_attention.attention, *a))(q, k, v, cotangent)
   want = value_and_pullback(reference, q, k, v, cotangent)
+  for name, g, w in zip(("out", "dq", "dk", "dv"), got, want):
+    np.testing.assert_allclose(g, w, atol=2e-6, rtol=2e-6, err_msg=name)
+
+
+def test_an_explicit_scale_replaces_the_default():
+  q, k, v, cotangent = operands((2, 5, 3, 4))
+  scaled = lambda q, k, v: cpu_attention.attention(q, k, v, scale=0.3)  # noqa: E731
+  got = jax.jit(lambda *a: value_and_pullback(scaled, *a))(q, k, v, cotangent)
+  want = value_and_pullback(lambda q, k, v: reference(q, k, v, 0.3), q, k, v, cotangent)
   for name, g, w in zip(("out", "dq", "dk", "dv"), got, want):
     np.testing.assert_allclose(g, w, atol=2e-6, rtol=2e-6, err_msg=name)
 

@@ -1,11 +1,11 @@
-// Attention core softmax(q k^T) v for XLA:CPU, forward and backward, one (batch, head) pair per task.
+// Attention core softmax(scale q k^T) v for XLA:CPU, forward and backward, one (batch, head) pair per task.
 //
 // Why: XLA:CPU runs the batched matmuls of attention on a single core (experiments/README.md,
 // "attention on CPU"); here the batch x heads products are spread over XLA's intra-op thread pool,
 // and each product is one single-threaded Eigen GEMM on strided views of the token-major
 // (batch, tokens, heads, head_dim) operands, so no transposes are needed around the call.
 // Arithmetic is float32; bfloat16 operands are widened per (batch, head) block.
-// The caller scales q; there is no mask and no dropout (vit_jax/models/cpu_attention.py).
+// There is no mask and no dropout (vit_jax/models/cpu_attention.py).
 
 #include <algorithm>
 #include <atomic>
@@ -60,7 +60,8 @@ void ParallelFor(ffi::ThreadPool& pool, int64_t count, const std::function<void(
 // Operand geometry: (batch, tokens, heads, head_dim), token-major.
 struct Geometry {
   int64_t batch, tokens, heads, head_dim;
-  explicit Geometry(const ffi::AnyBuffer& q) {
+  float scale;
+  Geometry(const ffi::AnyBuffer& q, float scale) : scale(scale) {
     auto dims = q.dimensions();
     batch = dims[0];
     tokens = dims[1];
@@ -92,11 +93,20 @@ struct Block {
       return {copy.data(), g.tokens, g.head_dim, Strided(g.head_dim)};
     }
   }
-  static void Write(const RowMatrix& value, T* base, const Geometry& g, int64_t pair) {
+  // Stores the product `value` (lazily evaluated): float32 results land in place, others through
+  // a float32 temporary that is narrowed on the way out.
+  template <typename Product>
+  static void Write(const Product& value, T* base, const Geometry& g, int64_t pair) {
     T* start = base + g.offset(pair);
-    for (int64_t i = 0; i < g.tokens; ++i)
-      for (int64_t j = 0; j < g.head_dim; ++j)
-        start[i * g.stride() + j] = static_cast<T>(value(i, j));
+    if constexpr (std::is_same_v<T, float>) {
+      Eigen::Map<RowMatrix, 0, Strided> out(start, g.tokens, g.head_dim, Strided(g.stride()));
+      out.noalias() = value;
+    } else {
+      const RowMatrix result = value;
+      for (int64_t i = 0; i < g.tokens; ++i)
+        for (int64_t j = 0; j < g.head_dim; ++j)
+          start[i * g.stride() + j] = static_cast<T>(result(i, j));
+    }
   }
 };
 
@@ -108,16 +118,14 @@ void ForwardPair(const T* q, const T* k, const T* v, T* out, float* probs, const
   auto km = Block<T>::Read(k, g, pair, k_copy);
   auto vm = Block<T>::Read(v, g, pair, v_copy);
   Eigen::Map<RowMatrix> p(probs + pair * g.tokens * g.tokens, g.tokens, g.tokens);
-  p.noalias() = qm * km.transpose();
+  p.noalias() = g.scale * (qm * km.transpose());
   for (int64_t i = 0; i < g.tokens; ++i) {
     auto row = p.row(i);
     const float top = row.maxCoeff();
     row = (row.array() - top).exp();
     row /= row.sum();
   }
-  RowMatrix o(g.tokens, g.head_dim);
-  o.noalias() = p * vm;
-  Block<T>::Write(o, out, g, pair);
+  Block<T>::Write(p * vm, out, g, pair);
 }
 
 template <typename T>
@@ -129,9 +137,7 @@ void BackwardPair(const T* q, const T* k, const T* v, const float* probs, const 
   auto vm = Block<T>::Read(v, g, pair, v_copy);
   auto dom = Block<T>::Read(dout, g, pair, dout_copy);
   Eigen::Map<const RowMatrix> p(probs + pair * g.tokens * g.tokens, g.tokens, g.tokens);
-  RowMatrix grad(g.tokens, g.head_dim);
-  grad.noalias() = p.transpose() * dom;
-  Block<T>::Write(grad, dv, g, pair);
+  Block<T>::Write(p.transpose() * dom, dv, g, pair);
   RowMatrix dlogits(g.tokens, g.tokens);
   dlogits.noalias() = dom * vm.transpose();
   // Softmax backward: dS = P * (dP - rowsum(P * dP)).
@@ -139,16 +145,14 @@ void BackwardPair(const T* q, const T* k, const T* v, const float* probs, const 
     const float centre = p.row(i).dot(dlogits.row(i));
     dlogits.row(i) = p.row(i).cwiseProduct((dlogits.row(i).array() - centre).matrix());
   }
-  grad.noalias() = dlogits * km;
-  Block<T>::Write(grad, dq, g, pair);
-  grad.noalias() = dlogits.transpose() * qm;
-  Block<T>::Write(grad, dk, g, pair);
+  Block<T>::Write(g.scale * (dlogits * km), dq, g, pair);
+  Block<T>::Write(g.scale * (dlogits.transpose() * qm), dk, g, pair);
 }
 
 template <typename T>
 ffi::Error Forward(ffi::ThreadPool pool, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v,
-                   ffi::Result<ffi::AnyBuffer> out, ffi::Result<ffi::AnyBuffer> probs) {
-  const Geometry g(q);
+                   ffi::Result<ffi::AnyBuffer> out, ffi::Result<ffi::AnyBuffer> probs, float scale) {
+  const Geometry g(q, scale);
   const T* qp = static_cast<const T*>(q.untyped_data());
   const T* kp = static_cast<const T*>(k.untyped_data());
   const T* vp = static_cast<const T*>(v.untyped_data());
@@ -161,8 +165,8 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi
 template <typename T>
 ffi::Error Backward(ffi::ThreadPool pool, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v,
                     ffi::AnyBuffer probs, ffi::AnyBuffer dout, ffi::Result<ffi::AnyBuffer> dq,
-                    ffi::Result<ffi::AnyBuffer> dk, ffi::Result<ffi::AnyBuffer> dv) {
-  const Geometry g(q);
+                    ffi::Result<ffi::AnyBuffer> dk, ffi::Result<ffi::AnyBuffer> dv, float scale) {
+  const Geometry g(q, scale);
   const T* qp = static_cast<const T*>(q.untyped_data());
   const T* kp = static_cast<const T*>(k.untyped_data());
   const T* vp = static_cast<const T*>(v.untyped_data());
@@ -179,10 +183,10 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::AnyBuffer q, ffi::AnyBuffer k, ff
 
 ffi::Error ForwardAnyType(ffi::ThreadPool pool, ffi::AnyBuffer q, ffi::AnyBuffer k,
                           ffi::AnyBuffer v, ffi::Result<ffi::AnyBuffer> out,
-                          ffi::Result<ffi::AnyBuffer> probs) {
+                          ffi::Result<ffi::AnyBuffer> probs, float scale) {
   switch (q.element_type()) {
-    case ffi::DataType::F32: return Forward<float>(pool, q, k, v, out, probs);
-    case ffi::DataType::BF16: return Forward<Eigen::bfloat16>(pool, q, k, v, out, probs);
+    case ffi::DataType::F32: return Forward<float>(pool, q, k, v, out, probs, scale);
+    case ffi::DataType::BF16: return Forward<Eigen::bfloat16>(pool, q, k, v, out, probs, scale);
     default: return ffi::Error::InvalidArgument("cpu attention takes float32 or bfloat16");
   }
 }
@@ -190,11 +194,11 @@ ffi::Error ForwardAnyType(ffi::ThreadPool pool, ffi::AnyBuffer q, ffi::AnyBuffer
 ffi::Error BackwardAnyType(ffi::ThreadPool pool, ffi::AnyBuffer q, ffi::AnyBuffer k,
                            ffi::AnyBuffer v, ffi::AnyBuffer probs, ffi::AnyBuffer dout,
                            ffi::Result<ffi::AnyBuffer> dq, ffi::Result<ffi::AnyBuffer> dk,
-                           ffi::Result<ffi::AnyBuffer> dv) {
+                           ffi::Result<ffi::AnyBuffer> dv, float scale) {
   switch (q.element_type()) {
-    case ffi::DataType::F32: return Backward<float>(pool, q, k, v, probs, dout, dq, dk, dv);
+    case ffi::DataType::F32: return Backward<float>(pool, q, k, v, probs, dout, dq, dk, dv, scale);
     case ffi::DataType::BF16:
-      return Backward<Eigen::bfloat16>(pool, q, k, v, probs, dout, dq, dk, dv);
+      return Backward<Eigen::bfloat16>(pool, q, k, v, probs, dout, dq, dk, dv, scale);
     default: return ffi::Error::InvalidArgument("cpu attention takes float32 or bfloat16");
   }
 }
@@ -208,7 +212,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(VitJaxAttentionForward, ForwardAnyType,
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>());
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<float>("scale"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(VitJaxAttentionBackward, BackwardAnyType,
                               ffi::Ffi::Bind()
@@ -220,4 +225,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(VitJaxAttentionBackward, BackwardAnyType,
                                   .Arg<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>());
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<float>("scale"));

@@ -1,4 +1,4 @@
-"""softmax(q k^T) v on XLA:CPU through a C++ kernel that spreads the (batch, head) pairs over cores.
+"""softmax(scale q k^T) v on XLA:CPU through a C++ kernel that spreads the (batch, head) pairs over cores.
 
 Why: XLA:CPU runs attention's batched matmuls on one core, so on a CPU the attention core of a ViT
 train step took 1.6x the time PyTorch's scaled_dot_product_attention takes (experiments/README.md).
@@ -16,10 +16,12 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import PartitionSpec
 
 SOURCE = Path(__file__).with_name("cpu_attention.cc")
@@ -100,30 +102,30 @@ def register() -> None:
       BACKWARD_TARGET, jax.ffi.pycapsule(library.VitJaxAttentionBackward), platform="cpu")
 
 
-def _forward(q, k, v):
+def _forward(q, k, v, scale):
   batch, tokens, heads, _ = q.shape
   return jax.ffi.ffi_call(
       FORWARD_TARGET,
       (jax.ShapeDtypeStruct(q.shape, q.dtype),
        jax.ShapeDtypeStruct((batch, heads, tokens, tokens), jnp.float32)),
-      vmap_method="sequential")(q, k, v)
+      vmap_method="sequential")(q, k, v, scale=np.float32(scale))
 
 
-@jax.custom_vjp
-def _attention(q, k, v):
-  return _forward(q, k, v)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _attention(q, k, v, scale):
+  return _forward(q, k, v, scale)[0]
 
 
-def _attention_forward(q, k, v):
-  out, probs = _forward(q, k, v)
+def _attention_forward(q, k, v, scale):
+  out, probs = _forward(q, k, v, scale)
   return out, (q, k, v, probs)
 
 
-def _attention_backward(residuals, dout):
+def _attention_backward(scale, residuals, dout):
   q, k, v, probs = residuals
   shapes = tuple(jax.ShapeDtypeStruct(t.shape, t.dtype) for t in (q, k, v))
   return jax.ffi.ffi_call(BACKWARD_TARGET, shapes, vmap_method="sequential")(
-      q, k, v, probs, dout.astype(q.dtype))
+      q, k, v, probs, dout.astype(q.dtype), scale=np.float32(scale))
 
 
 _attention.defvjp(_attention_forward, _attention_backward)
@@ -139,8 +141,9 @@ def _dividing(axes, size: int, mesh):
   return axes if size % shards == 0 else None
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-  """softmax(q k^T) v over token-major (batch, tokens, heads, head_dim) operands; q comes scaled.
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, scale: Optional[float] = None) -> jax.Array:
+  """softmax(scale q k^T) v over token-major (batch, tokens, heads, head_dim) operands; the scale
+  defaults to head_dim**-0.5.
 
   float32 or bfloat16 (arithmetic in float32); the weights stay float32 for the backward pass.
   Under an active mesh the kernel runs per shard of the batch and heads axes.
@@ -154,15 +157,17 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
   if jax.default_backend() != "cpu":
     raise ValueError(f"attention_impl='cpu' runs on XLA:CPU only, but JAX's backend is "
                      f"{jax.default_backend()!r}; use attention_impl='fused' there")
+  scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
   register()
+  kernel = functools.partial(_attention, scale=scale)
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty or mesh.size == 1:
-    return _attention(q, k, v)
+    return kernel(q, k, v)
   batch_axes, _, head_axes, _ = nn.logical_to_mesh_axes(("batch", "length", "heads", "kv"))
   spec = PartitionSpec(_dividing(batch_axes, q.shape[0], mesh), None,
                        _dividing(head_axes, q.shape[2], mesh), None)
   # check_vma=False: an FFI call's results carry no record of the mesh axes they vary over.
-  return jax.shard_map(_attention, in_specs=(spec, spec, spec), out_specs=spec,
+  return jax.shard_map(kernel, in_specs=(spec, spec, spec), out_specs=spec,
                        check_vma=False)(q, k, v)
 
 

@@ -165,25 +165,30 @@ class MultiHeadDotProductAttention(nn.Module):
       return HeadProjection(self.num_heads, head_dim, self.dtype, self.qkv_bias, name=name)
 
     scale = head_dim ** -0.5 if self.attention_scale is None else self.attention_scale
-    q = projection("query")(x) * jnp.asarray(scale, self.dtype)
+    q = projection("query")(x)
     k = projection("key")(x)
     v = projection("value")(x)
     q = constrain(q, ("batch", "length", "heads", "kv"))
     without_dropout = deterministic or self.attention_dropout_rate == 0.0
-    if self.attention_impl == "fused" and without_dropout:
+    if self.attention_impl == "cpu" and without_dropout:
+      y = cpu_attention.attention(q, k, v, scale)  # scales inside its matmuls
+    elif self.attention_impl == "fused" and without_dropout:
+      q = q * jnp.asarray(scale, self.dtype)
       y = jax.nn.dot_product_attention(q, k, v, scale=1.0).astype(self.dtype)  # q is pre-scaled
-    elif self.attention_impl == "cpu" and without_dropout:
-      y = cpu_attention.attention(q, k, v)
     else:
-      # Head-major (b, h, n, d) operands: each head's tokens contiguous for the batched matmuls,
-      # the layout XLA:CPU runs fastest (experiments/README.md, "attention layout").
-      q, k, v = (t.transpose(0, 2, 1, 3) for t in (q, k, v))
-      logits = einsum("bhqd,bhkd->bhqk", q, k, jnp.float32)  # softmax in float32
-      weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-      weights = nn.Dropout(self.attention_dropout_rate)(weights, deterministic=deterministic)
-      y = einsum("bhqk,bhkd->bhqd", weights, v, self.dtype).transpose(0, 2, 1, 3)
+      y = self._softmax_attention(q * jnp.asarray(scale, self.dtype), k, v, deterministic)
     y = constrain(y, ("batch", "length", "heads", "kv"))
     return HeadMerge(features, self.dtype, name="out")(y)
+
+  def _softmax_attention(self, q, k, v, deterministic):
+    """einsum + softmax (+ dropout on the weights), q already scaled. Head-major (b, h, n, d)
+    operands keep each head's tokens contiguous for the batched matmuls, the layout XLA:CPU runs
+    fastest (experiments/README.md, "attention layout")."""
+    q, k, v = (t.transpose(0, 2, 1, 3) for t in (q, k, v))
+    logits = einsum("bhqd,bhkd->bhqk", q, k, jnp.float32)  # softmax in float32
+    weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+    weights = nn.Dropout(self.attention_dropout_rate)(weights, deterministic=deterministic)
+    return einsum("bhqk,bhkd->bhqd", weights, v, self.dtype).transpose(0, 2, 1, 3)
 
 
 class EncoderBlock(nn.Module):
