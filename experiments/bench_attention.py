@@ -4,8 +4,9 @@
       [--torch_python=/tmp/timm_venv/bin/python] [--rounds=5]
 
 Why: on CPU the batched matmuls of attention run far below the GEMM rate, and their operand layout
-matters. Each round times every variant once (median of 5 calls), in turns; with --torch_python
-PyTorch's scaled_dot_product_attention runs in a server process as the reference.
+matters; the C++ kernel behind attention_impl='cpu' is timed beside them. Each round times every
+variant once (median of 5 calls), in turns; with --torch_python PyTorch's
+scaled_dot_product_attention runs in a server process as the reference.
 """
 import argparse
 import os
@@ -18,6 +19,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+
+from vit_jax.models import cpu_attention  # noqa: E402
 
 TORCH_SERVER = textwrap.dedent("""
     import sys, time, torch
@@ -53,6 +56,11 @@ def head_major(q, k, v):
 def library(q, k, v):
   """jax.nn.dot_product_attention (XLA's implementation on CPU)."""
   return jax.nn.dot_product_attention(q, k, v)
+
+
+def kernel(q, k, v):
+  """attention_impl='cpu': the C++ FFI kernel of vit_jax/models/cpu_attention.py, token-major."""
+  return cpu_attention.attention(q, k, v, scale=1.0)
 
 
 def timer(attention, shape):
@@ -102,6 +110,8 @@ def main():
   variants = {"xla token-major (b,n,h,d)": timer(token_major, shape),
               "xla head-major (b,h,n,d)": timer(head_major, shape),
               "jax.nn.dot_product_attention": timer(library, shape)}
+  if jax.default_backend() == "cpu":
+    variants["vit_jax cpu kernel (b,n,h,d)"] = timer(kernel, shape)
   if args.torch_python:
     variants["torch scaled_dot_product_attention"] = torch_timer(args.torch_python, *shape)
   rounds = [{name: time_calls(5) for name, time_calls in variants.items()} for _ in range(args.rounds)]
