@@ -121,10 +121,13 @@ def test_a_failing_compiler_is_reported_with_its_command(tmp_path, monkeypatch):
   assert not list(tmp_path.glob("*.so"))  # nothing partial is left where a reader would find it
 
 
-def test_built_library_is_reused_from_the_cache():
-  first = cpu_attention.build()
-  assert first.exists() and cpu_attention.build() == first
-  assert first.parent == cpu_attention.cache_dir()
+def test_an_empty_cache_gets_a_compiled_library_that_later_builds_reuse(tmp_path, monkeypatch):
+  monkeypatch.setenv("VIT_JAX_KERNEL_CACHE", str(tmp_path))
+  library = cpu_attention.build()  # compiles (about 20 s)
+  assert library.parent == tmp_path and library.suffix == ".so"
+  built_at = library.stat().st_mtime_ns
+  assert cpu_attention.build() == library and library.stat().st_mtime_ns == built_at
+  assert [path.name for path in tmp_path.iterdir()] == [library.name]  # no scratch files left
 
 
 def test_training_with_the_kernel_under_fsdp_and_tensor_parallelism_matches_xla(train_losses):
