@@ -1,7 +1,7 @@
 """Training throughput and MFU of one model on whatever device JAX sees, optionally beside timm.
 
   python experiments/bench_train.py --model=ViT-B/16 --batch=8 --dtype=float32,bfloat16 \
-      [--attention=fused] [--remat=none] [--timm_python=/tmp/timm_venv/bin/python] [--rounds=5]
+      [--attention=cpu] [--remat=none] [--timm_python=/tmp/timm_venv/bin/python] [--rounds=5]
   python experiments/bench_train.py --model=ViT-L/16 --batch=auto --dtype=bfloat16 --attention=fused
 
 Prints images/s and MFU per precision (AdamW step, synthetic data, 224 px, 1000 classes), the bf16/f32
@@ -166,7 +166,8 @@ def main():
   parser.add_argument("--model", default="ViT-B/16")
   parser.add_argument("--batch", default="8", help="images per step, or 'auto': the most that fit")
   parser.add_argument("--dtype", default="float32,bfloat16")
-  parser.add_argument("--attention", default="xla", choices=["xla", "fused", "cpu"])
+  parser.add_argument("--attention", default="xla", choices=["xla", "fused", "cpu"],
+                      help="attention_impl: cpu is our C++ kernel on CPU hosts, fused cuDNN on GPUs")
   parser.add_argument("--remat", default="none")
   parser.add_argument("--steps", type=int, default=3, help="steps per variant per round")
   parser.add_argument("--rounds", type=int, default=5)
