@@ -40,6 +40,16 @@ def test_five_steps_match_one_device(strategy, train_losses, monkeypatch):
   np.testing.assert_allclose(sharded, single, atol=1e-5)
 
 
+def test_the_cpu_attention_kernel_trains_like_xla_attention_under_fsdp_and_tensor(train_losses):
+  """The C++ kernel runs per shard of the batch and heads axes (vit_jax/models/cpu_attention.py)."""
+  def config(attention_impl):
+    config = config_for("fsdp_tensor", STRATEGIES["fsdp_tensor"])
+    config.model.attention_impl = attention_impl
+    return config
+  np.testing.assert_allclose(train_losses(config("cpu"), steps=5),
+                             train_losses(config("xla"), steps=5), atol=1e-5)
+
+
 @pytest.mark.parametrize("strategy", ["fsdp", "fsdp_tensor"])
 def test_gradient_accumulation_works_with_sharded_parameters(strategy, train_losses):
   plain = train_losses(config_for(strategy, STRATEGIES[strategy]), steps=3)

@@ -128,23 +128,3 @@ def test_an_empty_cache_gets_a_compiled_library_that_later_builds_reuse(tmp_path
   built_at = library.stat().st_mtime_ns
   assert cpu_attention.build() == library and library.stat().st_mtime_ns == built_at
   assert [path.name for path in tmp_path.iterdir()] == [library.name]  # no scratch files left
-
-
-def test_training_with_the_kernel_under_fsdp_and_tensor_parallelism_matches_xla(train_losses):
-  from vit_jax.configuration import base_config  # pylint: disable=import-outside-toplevel
-
-  def config(attention_impl):
-    config = base_config()
-    config.model_name = "ViT-micro/4"
-    config.data.image_size = 16
-    config.batch_size = 16
-    config.train.steps = 5
-    config.optim.learning_rate = 3e-3
-    config.optim.warmup_steps = 1
-    config.sharding = "fsdp_tensor"
-    config.mesh.update(data=2, fsdp=2, tensor=2)
-    config.model.attention_impl = attention_impl
-    return config
-
-  np.testing.assert_allclose(train_losses(config("cpu"), steps=5),
-                             train_losses(config("xla"), steps=5), atol=1e-5)
