@@ -1,7 +1,7 @@
 // Attention core softmax(scale q k^T) v for XLA:CPU, forward and backward, one (batch, head) pair per task.
 //
 // Why: XLA:CPU runs the batched matmuls of attention on a single core (experiments/README.md,
-// "attention on CPU"); here the batch x heads products are spread over XLA's intra-op thread pool,
+// "A C++ attention kernel for XLA:CPU"); here the batch x heads products are spread over XLA's intra-op thread pool,
 // and each product is one single-threaded Eigen GEMM on strided views of the token-major
 // (batch, tokens, heads, head_dim) operands, so no transposes are needed around the call.
 // Arithmetic is float32; bfloat16 operands are widened per (batch, head) block.
@@ -14,7 +14,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
-#include <vector>
+#include <type_traits>
 
 #include "Eigen/Core"
 #include "xla/ffi/api/ffi.h"

@@ -13,7 +13,6 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Optional
@@ -170,12 +169,3 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, scale: Optional[float] =
   return jax.shard_map(kernel, in_specs=(spec, spec, spec), out_specs=spec,
                        check_vma=False)(q, k, v)
 
-
-def available() -> bool:
-  """Whether the kernel builds and loads here (a C++ compiler, the headers, a CPU backend)."""
-  try:
-    register()
-  except (KernelBuildError, OSError) as error:
-    print(f"cpu attention kernel unavailable: {error}", file=sys.stderr)
-    return False
-  return True

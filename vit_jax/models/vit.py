@@ -78,7 +78,7 @@ class VisionTransformer(nn.Module):
   dtype: Dtype = jnp.float32
   scan_layers: bool = False    # one scanned block with a leading `layers` axis (see models/stack.py)
   remat_policy: str = "none"   # none | full | save_dots | save_named
-  attention_impl: str = "xla"  # xla | fused (jax.nn.dot_product_attention; cuDNN flash attention on GPU)
+  attention_impl: str = "xla"  # xla | fused (cuDNN flash attention on GPU) | cpu (our C++ kernel)
 
   def check_input(self, images: jax.Array) -> None:
     check_images(images, self.image_size, self.patch_size)
