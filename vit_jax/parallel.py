@@ -76,16 +76,22 @@ def logical_shardings(boxed_tree: Any, mesh: Mesh, rules) -> Any:
   return nn.logical_to_mesh_sharding(specs, mesh, rules)
 
 
+def fit_spec(spec: PartitionSpec, shape: tuple[int, ...], mesh) -> PartitionSpec:
+  """`spec` with every dimension that its mesh axes do not divide evenly left whole (None); `mesh`
+  may be a Mesh or an AbstractMesh (inside jit)."""
+  fitted = []
+  for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+    names = () if axes is None else (axes if isinstance(axes, tuple) else (axes,))
+    ways = math.prod(mesh.shape[name] for name in names)
+    fitted.append(axes if ways and dim % ways == 0 else None)
+  return PartitionSpec(*fitted)
+
+
 def _fit(sharding: NamedSharding, shape: tuple[int, ...], mesh: Mesh, min_size: int) -> NamedSharding:
   """Replicates a tensor below min_size elements, and any dimension its mesh axes do not divide."""
   if math.prod(shape) < min_size:
     return replicated(mesh)
-  spec = []
-  for dim, axes in zip(shape, tuple(sharding.spec) + (None,) * (len(shape) - len(sharding.spec))):
-    names = () if axes is None else (axes if isinstance(axes, tuple) else (axes,))
-    ways = math.prod(mesh.shape[name] for name in names)
-    spec.append(axes if ways and dim % ways == 0 else None)
-  return NamedSharding(mesh, PartitionSpec(*spec))
+  return NamedSharding(mesh, fit_spec(sharding.spec, shape, mesh))
 
 
 def param_shardings(boxed_params: Any, mesh: Mesh, rules, *, min_size: int = 0) -> Any:

@@ -23,6 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec
 
+from vit_jax import parallel
+
 SOURCE = Path(__file__).with_name("cpu_attention.cc")
 FORWARD_TARGET = "vit_jax_cpu_attention_forward"
 BACKWARD_TARGET = "vit_jax_cpu_attention_backward"
@@ -130,16 +132,6 @@ def _attention_backward(scale, residuals, dout):
 _attention.defvjp(_attention_forward, _attention_backward)
 
 
-def _dividing(axes, size: int, mesh):
-  """The mesh axes of a dimension when they split it evenly (a batch of 1 at init does not), else
-  None: that dimension is then whole on every shard."""
-  names = (axes,) if isinstance(axes, str) else tuple(axes or ())
-  shards = 1
-  for name in names:
-    shards *= mesh.shape[name]
-  return axes if size % shards == 0 else None
-
-
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, scale: Optional[float] = None) -> jax.Array:
   """softmax(scale q k^T) v over token-major (batch, tokens, heads, head_dim) operands; the scale
   defaults to head_dim**-0.5.
@@ -163,8 +155,8 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, scale: Optional[float] =
   if mesh.empty or mesh.size == 1:
     return kernel(q, k, v)
   batch_axes, _, head_axes, _ = nn.logical_to_mesh_axes(("batch", "length", "heads", "kv"))
-  spec = PartitionSpec(_dividing(batch_axes, q.shape[0], mesh), None,
-                       _dividing(head_axes, q.shape[2], mesh), None)
+  # Tokens and head_dim stay whole; a batch the mesh does not divide (1 at init) does too.
+  spec = parallel.fit_spec(PartitionSpec(batch_axes, None, head_axes, None), q.shape, mesh)
   # check_vma=False: an FFI call's results carry no record of the mesh axes they vary over.
   return jax.shard_map(kernel, in_specs=(spec, spec, spec), out_specs=spec,
                        check_vma=False)(q, k, v)
