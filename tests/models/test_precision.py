@@ -82,6 +82,21 @@ def test_on_gpu_and_tpu_the_bf16_gradient_products_are_bf16_and_equal_the_cpu_fo
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("x_shape,k_shape,contract", [((4, 64, 128), (128, 4, 32), 1),
+                                                      ((4, 64, 4, 32), (4, 32, 128), 2)])
+def test_on_cpu_float32_head_projection_gradients_copy_nothing(x_shape, k_shape, contract):
+  """q/k/v (kernel (D, heads, head_dim)) and out (kernel (heads, head_dim, D)) as one 2-D product:
+  XLA:CPU then runs the weight gradient without a transposed copy of the activation or cotangent
+  (the N-D form compiled to four copies and transposes per projection)."""
+  x, kernel = _operands(x_shape, k_shape)
+  grad = jax.jit(jax.grad(lambda a, b: jnp.sum(dense(a, b, jnp.float32, contract) ** 2),
+                          argnums=(0, 1)))
+  hlo = grad.lower(x, kernel).compile().as_text()
+  entry = hlo[hlo.index("ENTRY"):].splitlines()
+  moves = [line.strip() for line in entry if re.match(r"\s*(ROOT )?%\w*(copy|transpose)", line)]
+  assert moves == []
+
+
 def test_dense_names_a_kernel_that_does_not_fit():
   x, kernel = _operands((2, 8), (6, 4))
   with pytest.raises(ValueError, match=r"cannot contract input axes \(8,\)"):
