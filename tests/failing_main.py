@@ -3,13 +3,17 @@
 How test_multihost.py makes one process of a job fail mid-training with an ordinary Python error.
 Usage: failing_main.py PROCESS STEP [vit_jax.main flags...]
 """
+import functools
 import sys
 
 from absl import app
 
+from vit_jax import host_memory
+
 
 def main() -> None:
   process, step = int(sys.argv[1]), int(sys.argv[2])
+  kept_pages = host_memory.keep_freed_pages()  # as vit_jax.main does: before jax starts a thread
   import jax  # pylint: disable=import-outside-toplevel
   from vit_jax import main as vit_main  # pylint: disable=import-outside-toplevel
   from vit_jax.train import metric_log  # pylint: disable=import-outside-toplevel
@@ -22,7 +26,7 @@ def main() -> None:
     write(self, at_step, scalars)
 
   metric_log.MetricLog.write = write_or_fail
-  app.run(vit_main.main, argv=[sys.argv[0]] + sys.argv[3:])
+  app.run(functools.partial(vit_main.main, kept_pages=kept_pages), argv=[sys.argv[0]] + sys.argv[3:])
 
 
 if __name__ == "__main__":

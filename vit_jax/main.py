@@ -2,6 +2,7 @@
 
 Every host of a multi-host job runs the same command; jax.distributed connects them.
 """
+import functools
 import os
 
 # tf.data must not grab accelerators or flood the log; set before tensorflow is imported anywhere.
@@ -9,6 +10,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
+
+from vit_jax import host_memory  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. configs/default.py:pretrain.", lock_config=True)
@@ -26,9 +29,10 @@ _TIMEOUT = flags.DEFINE_integer(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def main(argv):
+def main(argv, kept_pages: host_memory.Outcome):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.info("keep freed host pages: %s (%s)", kept_pages.applied, kept_pages.reason)
   from vit_jax import multihost  # pylint: disable=import-outside-toplevel
   multihost.connect(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                     timeout=_TIMEOUT.value)
@@ -43,4 +47,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  # First, while this is the only thread: parsing the flags loads the config, which imports jax.
+  app.run(functools.partial(main, kept_pages=host_memory.keep_freed_pages()))

@@ -1,0 +1,72 @@
+"""Specification of keep_freed_pages: XLA:CPU's per-step buffers are reused instead of being paged in
+again every step, and it stays off where it would not help or could not take effect."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from vit_jax import host_memory
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TEMP_PAGES = 4096 * 8192 * 4 // 4096  # the 128 MiB temporary of the step below, in 4 KiB pages
+
+# A "step" whose compiled temporary (the cumsum, 128 MiB) is one block XLA:CPU allocates and frees on
+# every call; prints the minor page faults of each of 20 calls.
+STEP_SCRIPT = """
+import json, resource
+from vit_jax import host_memory
+kept = host_memory.keep_freed_pages()
+import jax, jax.numpy as jnp
+x = jnp.ones((4096, 8192), jnp.float32)
+step = jax.jit(lambda x: jnp.sin(jnp.cumsum(x, axis=1)).sum(axis=0))
+faults = []
+for _ in range(20):
+  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+  step(x).block_until_ready()
+  faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(json.dumps({"applied": kept.applied, "reason": kept.reason, "faults": faults}))
+"""
+
+
+def _run_steps(**env):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", **env)
+  done = subprocess.run([sys.executable, "-c", STEP_SCRIPT], cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=300, check=True)
+  return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator is Linux's")
+def test_kept_pages_serve_the_next_steps_without_page_faults():
+  run = _run_steps()
+  assert run["applied"], run["reason"]
+  assert np.median(run["faults"][-10:]) < 0.01 * TEMP_PAGES, run["faults"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator is Linux's")
+def test_without_it_every_step_pages_its_temporary_in_again():
+  run = _run_steps(**{host_memory.DISABLE_ENV: "0"})
+  assert not run["applied"] and host_memory.DISABLE_ENV in run["reason"]
+  assert np.median(run["faults"][-10:]) > 0.9 * TEMP_PAGES, run["faults"]
+
+
+def test_it_refuses_once_other_threads_run():
+  kept = host_memory.keep_freed_pages()  # this process has imported jax: its threads have arenas
+  assert not kept.applied
+  assert "threads already run" in kept.reason or "not Linux" in kept.reason
+
+
+@pytest.mark.parametrize("platforms", ["cuda", "tpu,cpu"])
+def test_it_stays_off_when_jax_will_use_an_accelerator(monkeypatch, platforms):
+  monkeypatch.setenv("JAX_PLATFORMS", platforms)
+  monkeypatch.setattr(host_memory, "_threads", lambda: 1)  # as if called first thing
+  monkeypatch.setattr(sys, "platform", "linux")
+  kept = host_memory.keep_freed_pages()
+  assert not kept.applied and "accelerator" in kept.reason
+
+
+def test_the_environment_switch_turns_it_off(monkeypatch):
+  monkeypatch.setenv(host_memory.DISABLE_ENV, "0")
+  assert host_memory.keep_freed_pages() == host_memory.Outcome(False, f"{host_memory.DISABLE_ENV}=0")
