@@ -21,6 +21,11 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from vit_jax import host_memory  # noqa: E402
+
+# As `python -m vit_jax.main` does, before jax starts a thread (VIT_JAX_KEEP_FREED_PAGES=0: off).
+KEPT_PAGES = host_memory.keep_freed_pages() if __name__ == "__main__" else None
+
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -188,6 +193,7 @@ def main():
         f"{free_device_memory(device) / 2**30:.1f} GiB free for JAX), jax {jax.__version__}, {args.model}, "
         f"batch {args.batch}, attention {args.attention}, remat {args.remat}, "
         f"{args.rounds} rounds of {args.steps} steps per variant", flush=True)
+  print(f"keep freed host pages: {KEPT_PAGES.applied} ({KEPT_PAGES.reason})", flush=True)
   variants, mfu_of, batch_of = {}, {}, {}
   for dtype in args.dtype.split(","):
     name = f"vit_jax {dtype}"
