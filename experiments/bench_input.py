@@ -23,12 +23,17 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from vit_jax import host_memory  # noqa: E402
+
+# As `python -m vit_jax.main` does, before jax starts a thread (VIT_JAX_KEEP_FREED_PAGES=0: off).
+KEPT_PAGES = host_memory.keep_freed_pages() if __name__ == "__main__" else None
+
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from vit_jax import parallel  # noqa: E402
-from vit_jax.data import jft, pipeline, sources  # noqa: E402
+from vit_jax.data import defaults, jft, pipeline, sources  # noqa: E402
 from vit_jax.train import build, loop  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -50,7 +55,7 @@ def synthetic_jpegs(n: int, seed: int = 0):
 
 def pipeline_throughput(directory: str, spec: str, batches: int = 12, batch_size: int = 32):
   """(images/s wall, images per CPU-second) of the train pipeline after two warm-up batches."""
-  config = sources.default_data_config()
+  config = defaults.default_data_config()
   config.update(source="jft", root=directory, pp_train=spec)
   it = pipeline.train_batches(config, batch_size=batch_size, image_size=224, seed=0)
   for _ in range(2):
@@ -121,7 +126,8 @@ def main():
   parser.add_argument("--jpeg_repeats", type=int, default=4)
   args = parser.parse_args()
   print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; "
-        f"jax devices: {jax.devices()}")
+        f"jax devices: {jax.devices()}; keep freed host pages: {KEPT_PAGES.applied} "
+        f"({KEPT_PAGES.reason})")
   with tempfile.TemporaryDirectory() as tmp:  # Holds the JPEG shards for both measurements.
     info = jft.write_split(tmp, "train", synthetic_jpegs(args.images), num_classes=1000,
                            num_shards=8)
