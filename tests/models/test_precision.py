@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from vit_jax.models import precision
-from vit_jax.models.precision import dense, matmul, patch_embedding_conv
+from vit_jax.models.precision import add_bias, dense, matmul, patch_embedding_conv
 
 
 def _operands(x_shape, k_shape, seed=0):
@@ -95,6 +95,30 @@ def test_on_cpu_float32_head_projection_gradients_copy_nothing(x_shape, k_shape,
   entry = hlo[hlo.index("ENTRY"):].splitlines()
   moves = [line.strip() for line in entry if re.match(r"\s*(ROOT )?%\w*(copy|transpose)", line)]
   assert moves == []
+
+
+@pytest.mark.parametrize("bias_shape", [(96,), (4, 24)])
+def test_bf16_bias_gradient_is_a_float32_sum_without_reduce_windows(bias_shape):
+  """The bias of a bf16 layer (q/k/v biases are (heads, head_dim)) gets its gradient summed in
+  float32; autodiff's bf16 sum compiled on CPU to a float32 copy and reduce-windows."""
+  rng = np.random.RandomState(0)
+  y = jnp.asarray(rng.randn(8, 197, *bias_shape), jnp.bfloat16)  # ViT-B/16's 8 x 197 tokens
+  bias = jnp.asarray(rng.randn(*bias_shape), jnp.float32)
+  cotangent = jnp.asarray(rng.randn(*y.shape), jnp.bfloat16)
+  grad = jax.jit(lambda y, b, g: jax.vjp(add_bias, y, b)[1](g))
+  dy, dbias = grad(y, bias, cotangent)
+  assert dy.dtype == jnp.bfloat16 and dbias.dtype == jnp.float32
+  np.testing.assert_array_equal(dy, cotangent)
+  want = np.asarray(cotangent, np.float64).reshape(-1, *bias_shape).sum(axis=0)
+  np.testing.assert_allclose(dbias, want, rtol=1e-5, atol=1e-4)
+  assert "reduce-window" not in grad.lower(y, bias, cotangent).compile().as_text()
+
+
+def test_add_bias_adds_in_the_activation_dtype():
+  y = jnp.ones((2, 3, 4), jnp.bfloat16)
+  out = add_bias(y, jnp.arange(4, dtype=jnp.float32))
+  assert out.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(out[1, 2], np.arange(4) + 1.0)
 
 
 def test_dense_names_a_kernel_that_does_not_fit():

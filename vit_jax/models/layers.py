@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
 from vit_jax.models import cpu_attention
-from vit_jax.models.precision import dense, einsum, matmul
+from vit_jax.models.precision import add_bias, dense, einsum
 
 Dtype = Any
 Initializer = Callable[..., jax.Array]
@@ -67,6 +67,21 @@ class DropPath(nn.Module):
     return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
+class Dense(nn.Module):
+  """nn.Dense (same parameters, initializers and names) computed through precision.dense and
+  precision.add_bias, so a bf16 layer's bias gradient is a float32 sum."""
+  features: int
+  dtype: Dtype = jnp.float32
+  kernel_init: Initializer = nn.initializers.lecun_normal()
+  bias_init: Initializer = nn.initializers.zeros
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features), jnp.float32)
+    bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
+    return add_bias(dense(x, kernel, self.dtype), bias)
+
+
 class MlpBlock(nn.Module):
   """Dense -> GELU -> Dropout -> Dense -> Dropout (the transformer MLP)."""
   mlp_dim: int
@@ -77,15 +92,15 @@ class MlpBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
     features = x.shape[-1]
-    x = nn.Dense(
-        self.mlp_dim, dtype=self.dtype, name="Dense_0", dot_general=matmul(self.dtype),
+    x = Dense(
+        self.mlp_dim, dtype=self.dtype, name="Dense_0",
         kernel_init=logical(nn.initializers.xavier_uniform(), ("embed", "mlp")),
         bias_init=logical(nn.initializers.normal(stddev=1e-6), ("mlp",)))(x)
     x = constrain(x, ("batch", "length", "mlp"))
     x = nn.gelu(x, approximate=self.gelu_approximate)
     x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
-    x = nn.Dense(
-        features, dtype=self.dtype, name="Dense_1", dot_general=matmul(self.dtype),
+    x = Dense(
+        features, dtype=self.dtype, name="Dense_1",
         kernel_init=logical(nn.initializers.xavier_uniform(), ("mlp", "embed")),
         bias_init=logical(nn.initializers.normal(stddev=1e-6), ("embed",)))(x)
     return nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
@@ -113,7 +128,7 @@ class HeadProjection(nn.Module):
       return y
     bias = self.param("bias", logical(nn.initializers.zeros, ("heads", "kv")),
                       (self.num_heads, self.head_dim))
-    return y + jnp.asarray(bias, self.dtype)
+    return add_bias(y, bias)
 
 
 class HeadMerge(nn.Module):
@@ -128,7 +143,7 @@ class HeadMerge(nn.Module):
         logical(nn.initializers.xavier_uniform(in_axis=(0, 1), out_axis=2), ("heads", "kv", "embed")),
         (y.shape[-2], y.shape[-1], self.features))
     bias = self.param("bias", logical(nn.initializers.zeros, ("embed",)), (self.features,))
-    return dense(y, kernel, self.dtype, contract=2) + jnp.asarray(bias, self.dtype)
+    return add_bias(dense(y, kernel, self.dtype, contract=2), bias)
 
 
 ATTENTION_IMPLS = ("xla", "fused", "cpu")

@@ -80,6 +80,32 @@ def dense(x: jax.Array, kernel: jax.Array, dtype: Dtype, contract: int = 1) -> j
   return y.reshape(batch_shape + n_shape).astype(dtype)
 
 
+@jax.custom_vjp
+def _add_bias_low_precision(y: jax.Array, bias: jax.Array) -> jax.Array:
+  return y + bias.astype(y.dtype)
+
+
+def _add_bias_forward(y, bias):
+  return _add_bias_low_precision(y, bias), bias
+
+
+def _add_bias_backward(bias, g):
+  leading = tuple(range(g.ndim - bias.ndim))
+  return g, jnp.sum(g.astype(jnp.float32), axis=leading).astype(bias.dtype)
+
+
+_add_bias_low_precision.defvjp(_add_bias_forward, _add_bias_backward)
+
+
+def add_bias(y: jax.Array, bias: jax.Array) -> jax.Array:
+  """y + bias in y's dtype (bias broadcast over y's leading axes). In bf16 the bias gradient is summed
+  in float32: autodiff's bf16 sum made XLA:CPU materialize a float32 copy of the cotangent and
+  tree-reduce it with reduce-windows (a ViT-B/16 MLP's fc1 backward: 86 ms vs 64 ms this way; the bf16 train step 11% faster)."""
+  if jnp.dtype(y.dtype) == jnp.float32:
+    return y + bias.astype(y.dtype)
+  return _add_bias_low_precision(y, bias)
+
+
 def matmul(dtype: Dtype) -> Callable[..., jax.Array]:
   """A dot_general for nn.Dense(dot_general=...) / nn.Conv that computes in `dtype` through `dense`
   (float32 accumulation; for float32 it is the plain dot)."""
