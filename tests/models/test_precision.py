@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from vit_jax.models import precision
-from vit_jax.models.precision import add_bias, dense, matmul, patch_embedding_conv
+from vit_jax.models.layers import Dense
+from vit_jax.models.precision import add_bias, dense, patch_embedding_conv
 
 
 def _operands(x_shape, k_shape, seed=0):
@@ -128,11 +129,14 @@ def test_dense_names_a_kernel_that_does_not_fit():
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_nn_dense_with_matmul_equals_flax_dense(dtype):
+def test_layers_dense_equals_flax_dense_with_the_same_parameters(dtype):
   x = jnp.asarray(np.random.RandomState(0).randn(2, 7, 16), jnp.float32)
-  ours = nn.Dense(12, dtype=dtype, dot_general=matmul(dtype))
-  flax_dense = nn.Dense(12, dtype=jnp.float32)
+  ours = Dense(12, dtype=dtype, bias_init=nn.initializers.normal(1.0))
+  flax_dense = nn.Dense(12, dtype=jnp.float32, bias_init=nn.initializers.normal(1.0))
   params = flax_dense.init(jax.random.key(0), x)
+  assert jax.tree.map(jnp.shape, ours.init(jax.random.key(0), x)) == jax.tree.map(jnp.shape, params)
+  np.testing.assert_array_equal(ours.init(jax.random.key(0), x)["params"]["kernel"],
+                                params["params"]["kernel"])  # same initializer, same key
   tolerance = 1e-5 if dtype == jnp.float32 else 3e-2
   np.testing.assert_allclose(ours.apply(params, x).astype(jnp.float32), flax_dense.apply(params, x),
                              rtol=tolerance, atol=tolerance)

@@ -108,23 +108,6 @@ def add_bias(y: jax.Array, bias: jax.Array) -> jax.Array:
   return _add_bias_low_precision(y, bias)
 
 
-def matmul(dtype: Dtype) -> Callable[..., jax.Array]:
-  """A dot_general for nn.Dense(dot_general=...) / nn.Conv that computes in `dtype` through `dense`
-  (float32 accumulation; for float32 it is the plain dot)."""
-  def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
-    del preferred_element_type
-    (lhs_contract, rhs_contract), batch = dimension_numbers
-    contract = len(lhs_contract)
-    is_dense = (not batch[0] and tuple(lhs_contract) == tuple(range(lhs.ndim - contract, lhs.ndim))
-                and tuple(rhs_contract) == tuple(range(contract)))
-    if is_dense and precision is None:
-      return dense(lhs, rhs, dtype, contract)
-    out = jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
-                              preferred_element_type=jnp.float32)
-    return out.astype(dtype)
-  return dot_general
-
-
 def einsum(spec: str, a: jax.Array, b: jax.Array, dtype: Dtype) -> jax.Array:
   """jnp.einsum with float32 accumulation, returning `dtype` (for products that are not `dense`)."""
   return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32).astype(dtype)

@@ -5,8 +5,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vit_jax.models.layers import check_images, constrain, layer_norm, logical
-from vit_jax.models.precision import matmul, patch_embedding_conv
+from vit_jax.models.layers import Dense, check_images, constrain, layer_norm, logical
+from vit_jax.models.precision import patch_embedding_conv
 from vit_jax.models.stack import encoder_blocks
 from vit_jax.models.variant import Variant
 
@@ -114,9 +114,8 @@ class VisionTransformer(nn.Module):
         attention_impl=self.attention_impl, name="Transformer")(x, deterministic=not train)
     x = x[:, 0] if self.classifier == "token" else jnp.mean(x, axis=1)
     if self.representation_size is not None:
-      x = nn.Dense(
+      x = Dense(
           self.representation_size, dtype=self.dtype, name="pre_logits",
-          dot_general=matmul(self.dtype),
           kernel_init=logical(nn.initializers.lecun_normal(), ("embed", "mlp")),
           bias_init=logical(nn.initializers.zeros, ("mlp",)))(x)
       x = jnp.tanh(x)
@@ -125,8 +124,8 @@ class VisionTransformer(nn.Module):
       head_in = "embed"
     if not self.num_classes:
       return x
-    x = nn.Dense(
-        self.num_classes, dtype=self.dtype, name="head", dot_general=matmul(self.dtype),
+    x = Dense(
+        self.num_classes, dtype=self.dtype, name="head",
         kernel_init=logical(nn.initializers.zeros, (head_in, "classes")),
         bias_init=logical(nn.initializers.constant(self.head_bias_init), ("classes",)))(x)
     return x.astype(jnp.float32)
