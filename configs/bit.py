@@ -17,13 +17,12 @@ def get_config(variant="R50x1"):
   variant = variant[len("BiT-"):] if variant.startswith("BiT-") else variant
   if variant not in VARIANTS:
     raise ValueError(f"configs/bit.py takes one of {', '.join(VARIANTS)}, got {variant!r}")
-  config = base_config()
-  config.model_name = f"BiT-{variant}"
+  config = base_config(f"BiT-{variant}")
   imagenet_data(config)
   config.batch_size = 4096
   config.eval_batch_size = 1024
   config.train.epochs = 90.0
-  config.train.eval_every = 5000
+  config.evals.test.every = 5000
   config.optim.name = "sgd"
   config.optim.momentum = 0.9
   config.optim.learning_rate = 0.03 * config.batch_size / 256

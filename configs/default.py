@@ -8,8 +8,7 @@ from vit_jax.configuration import base_config
 
 
 def get_config(stage="pretrain"):
-  config = base_config()
-  config.model_name = "ViT-tiny/4"
+  config = base_config("ViT-tiny/4")
   config.data.source = "digits"
   config.data.augment.crop = "inception"
   config.data.augment.area_min = 0.8   # an 8x8 digit loses its identity under small crops

@@ -26,14 +26,13 @@ def get_config(variant="R50+B/16"):
   name = VARIANTS.get(variant, variant)
   if name not in VARIANTS.values():
     raise ValueError(f"configs/hybrid.py takes one of {', '.join(VARIANTS)}, got {variant!r}")
-  config = base_config()
-  config.model_name = name
+  config = base_config(name)
   config.model.dropout_rate = 0.1
   imagenet_data(config)
   config.batch_size = 4096
   config.eval_batch_size = 1024
   config.train.epochs = 300.0
-  config.train.eval_every = 5000
+  config.evals.test.every = 5000
   config.optim.name = "adam"
   config.optim.b1 = 0.9
   config.optim.b2 = 0.999

@@ -28,15 +28,14 @@ def get_config(variant="lvvit_s"):
   if variant not in VARIANTS:
     raise ValueError(f"configs/lvvit.py takes one of {', '.join(VARIANTS)}, got {variant!r}")
   model_name, learning_rate, drop_path = VARIANTS[variant]
-  config = base_config()
-  config.model_name = model_name
+  config = base_config(model_name)
   config.model.stochastic_depth = drop_path
   imagenet_data(config)
   config.batch_size = _BATCH_SIZE
   config.eval_batch_size = _BATCH_SIZE
   config.train.epochs = 300.0
   config.train.label_smoothing = 0.1
-  config.train.eval_every = 5000
+  config.evals.test.every = 5000
   config.optim.name = "adamw"
   config.optim.learning_rate = learning_rate
   config.optim.end_learning_rate = 1e-5

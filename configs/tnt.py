@@ -16,15 +16,14 @@ IMAGENET_TRAIN_EXAMPLES = 1_281_167
 def get_config(variant="tnt_s"):
   if variant not in VARIANTS:
     raise ValueError(f"configs/tnt.py takes one of {sorted(VARIANTS)}, got {variant!r}")
-  config = base_config()
-  config.model_name = VARIANTS[variant]
+  config = base_config(VARIANTS[variant])
   config.model.stochastic_depth = 0.1
   imagenet_data(config)
   config.batch_size = 1024
   config.eval_batch_size = 1024
   config.train.epochs = 300.0
   config.train.label_smoothing = 0.1
-  config.train.eval_every = 5000
+  config.evals.test.every = 5000
   config.optim.name = "adamw"
   config.optim.learning_rate = 1e-3
   config.optim.end_learning_rate = 1e-5

@@ -23,6 +23,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from vit_jax import configuration  # noqa: E402
 from vit_jax import host_memory  # noqa: E402
 
 # As `python -m vit_jax.main` does, before jax starts a thread (VIT_JAX_KEEP_FREED_PAGES=0: off).
@@ -33,8 +34,8 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from vit_jax import parallel  # noqa: E402
-from vit_jax.data import defaults, jft, pipeline, sources  # noqa: E402
-from vit_jax.train import build, loop  # noqa: E402
+from vit_jax.data import jft, pipeline, sources  # noqa: E402
+from vit_jax.train import loop  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PRETRAIN_PP = "decode|inception_crop(224)|flip_lr|value_range(-1, 1)|multi_hot"
@@ -55,7 +56,7 @@ def synthetic_jpegs(n: int, seed: int = 0):
 
 def pipeline_throughput(directory: str, spec: str, batches: int = 12, batch_size: int = 32):
   """(images/s wall, images per CPU-second) of the train pipeline after two warm-up batches."""
-  config = defaults.default_data_config()
+  config = configuration.data_config()
   config.update(source="jft", root=directory, pp_train=spec)
   it = pipeline.train_batches(config, batch_size=batch_size, image_size=224, seed=0)
   for _ in range(2):
@@ -81,16 +82,14 @@ def step_time_ratio(config, steps: int, repeats: int):
   median of the per-pair ratios (a neighbour's burst moves both runs of a pair alike) and the runs."""
   source = sources.get_source(config.data)
   s = loop.setup(config, source)
-  init = build.init_fn(
-      s.model, s.tx, config.data.image_size, config.seed)
-  step = build.jit_train_step(s)
+  step = s.train_step
   batches = pipeline.train_batches(
       config.data, source=source, batch_size=config.batch_size, image_size=config.data.image_size,
       seed=config.seed, augment=config.data.augment)
   synthetic = dict(next(batches))
   times = {"real": [], "synthetic": []}
+  state = s.init_state()
   with parallel.activate(s.mesh, s.rules):
-    state = jax.jit(lambda: init(boxed=False), out_shardings=s.state_shardings)()
     state, _ = step(state, parallel.global_batch(synthetic, s.mesh, s.rules))  # Compile.
     for repeat in range(repeats):
       for kind in (("synthetic", "real"), ("real", "synthetic"))[repeat % 2]:

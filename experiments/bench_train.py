@@ -70,8 +70,7 @@ TIMM_SERVER = textwrap.dedent("""
 
 def _compile(model, batch, dtype, attention, remat):
   """The trainer's AdamW step for `batch` images, compiled; returns (setup, executable, peak bytes)."""
-  config = base_config()
-  config.model_name = model
+  config = base_config(model)
   config.data.image_size = 224
   config.batch_size = batch
   config.train.steps = 1000
@@ -85,8 +84,7 @@ def _compile(model, batch, dtype, attention, remat):
   config.model.remat_policy = remat
   setup = build.setup(config, num_classes=1000, train_examples=10 ** 6)
   with parallel.activate(setup.mesh, setup.rules):
-    compiled = build.jit_train_step(setup).lower(
-        setup.abstract_state, build.abstract_batch(setup, batch, 224)).compile()
+    compiled = setup.train_step.lower(setup.abstract_state, setup.abstract_batch()).compile()
   memory = compiled.memory_analysis()
   peak = (memory.argument_size_in_bytes + memory.temp_size_in_bytes + memory.output_size_in_bytes
           - memory.alias_size_in_bytes)
@@ -127,12 +125,11 @@ def ours(model, batch, dtype, attention, remat, warmup, memory_bytes=0):
   else:
     memory_bytes = memory_bytes or free_device_memory(jax.devices()[0])
     batch, setup, step = largest_batch(model, dtype, attention, remat, memory_bytes)
-  init = build.init_fn(setup.model, setup.tx, 224, 0)
   rng = np.random.RandomState(0)
   local = {"image": rng.randn(batch, 224, 224, 3).astype(np.float32),
            "label": rng.randint(0, 1000, batch).astype(np.int32)}
+  holder = {"state": setup.init_state()}
   with parallel.activate(setup.mesh, setup.rules):
-    holder = {"state": jax.jit(lambda: init(boxed=False), out_shardings=setup.state_shardings)()}
     data = parallel.global_batch(local, setup.mesh, setup.rules)
 
   def time_steps(n):

@@ -18,7 +18,6 @@ def train_losses():
   and optimizer are used as they are (config.data.image_size sets the image size). Labels are the
   brightest of `num_classes` horizontal bands, so any family can fit them in a few steps.
   """
-  import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
 
   from vit_jax import parallel  # pylint: disable=import-outside-toplevel
@@ -27,20 +26,18 @@ def train_losses():
   def run(config, steps, num_classes=10, seed=0):
     size = config.data.image_size
     setup = build.setup(config, num_classes, train_examples=steps * config.batch_size)
-    init = build.init_fn(setup.model, setup.tx, size, config.seed)
-    step = build.jit_train_step(setup, accum_steps=config.train.accum_steps)
     rng = np.random.RandomState(seed)
     band = max(size // num_classes, 1)
     losses = []
+    state = setup.init_state()
     with parallel.activate(setup.mesh, setup.rules):
-      state = jax.jit(lambda: init(boxed=False), out_shardings=setup.state_shardings)()
       for _ in range(steps):
         labels = rng.randint(0, num_classes, config.batch_size).astype(np.int32)
         images = rng.uniform(-1, 0, (config.batch_size, size, size, 3)).astype(np.float32)
         for i, label in enumerate(labels):
           images[i, label * band:(label + 1) * band] += 1.0
         batch = parallel.global_batch({"image": images, "label": labels}, setup.mesh, setup.rules)
-        state, metrics = step(state, batch)
+        state, metrics = setup.train_step(state, batch)
         losses.append(float(metrics["loss"]))
     return losses
 

@@ -1,47 +1,107 @@
-"""The complete, locked experiment config: every key with its default, so a typo is an error that names it.
+"""The experiment schema: every config key with its default, in one module without jax or TensorFlow.
 
-Experiment files in configs/ start from `base_config()`, change what they need and return it locked.
+Experiment files in configs/ start from `base_config(model_name)`, change what they need and return
+it locked, so a mistyped key is an error that names it. Loading a config imports neither jax nor
+TensorFlow (tests/test_configuration.py checks the import set): every host parses its config first.
+`build.setup` reads the config once and derives everything else from it.
 """
+import difflib
 import math
+from typing import Any
 
 import ml_collections
 
-from vit_jax.data.defaults import default_data_config
-from vit_jax.train.optim import default_optim_config
+from vit_jax import model_fields
 
-# Model fields a config may override, with their types; None keeps the registry variant's value.
-MODEL_OVERRIDES = dict(
-    hidden_size=int, num_layers=int, num_heads=int, mlp_dim=int, patch_size=int, classifier=str,
-    representation_size=int, dropout_rate=float, attention_dropout_rate=float,
-    stochastic_depth=float, gelu_approximate=bool, layer_norm_epsilon=float,
-    head_bias_init=float, dtype=str, scan_layers=bool, remat_policy=str,
-    attention_impl=str)
+# Names the trainer's registries accept (vit_jax.train.losses, vit_jax.train.evaluators); listed
+# here for the messages of a config that cannot work, checked again where they are built.
+LOSS_AUTO = "auto"  # sigmoid_xent for multi-label sources, softmax_xent otherwise
 
 
-def base_config() -> ml_collections.ConfigDict:
+def data_config() -> ml_collections.ConfigDict:
+  """config.data: every key a source or the pipeline reads."""
+  return ml_collections.ConfigDict({
+      "source": "digits",   # A registered source: digits, folder, tfds, jft (available_sources()).
+      "name": "",           # TFDS dataset name: 'cifar10', 'imagenet2012:5.1.0', 'imagenet21k', ...
+      "data_dir": ml_collections.config_dict.placeholder(str),  # TFDS data_dir; None: TFDS default.
+      "download": False,    # TFDS only: download and prepare when not prepared (needs internet).
+      "label_key": "label",  # TFDS only: the label feature (ClassLabel; a Sequence: multi-label).
+      "root": "",           # folder: root/<class>/*.jpg or root/{train,test}/<class>/; jft: its dir.
+      "train_split": "train",
+      "test_split": "test",
+      "test_fraction": 0.2,  # Held-out fraction for digits and folders without split subfolders.
+      "image_size": 224,
+      # Train augmentation when pp_train is empty: crop 'inception' (area in [area_min, 1]) or
+      # 'resize', then an optional random horizontal flip.
+      "augment": {"crop": "inception", "area_min": 0.05, "flip": True},
+      # Example pipelines as pp strings (see vit_jax/data/pp.py), e.g.
+      # 'decode|inception_crop(224)|flip_lr|value_range(-1,1)'. Empty: from augment (train) or
+      # 'decode|resize(image_size)|value_range(-1,1)' (eval), plus multi_hot for multi-label sources.
+      "pp_train": "",
+      "pp_eval": "",
+      "pp_batch": "",       # Train batch ops, e.g. 'mixup(0.2)' or 'cutmix(1.0)'; seeds: (seed, step).
+      "shuffle_buffer": 10_000,  # Train shuffle buffer (encoded examples) per process.
+      # False: each process reads its own share of the train split (scales to JFT). True: every
+      # process reads the whole split in one global order and decodes only its slice of each
+      # global batch, so the batches are the same for any number of processes.
+      "global_order": False,
+      "threads": 1,         # tf.data private thread pool size: keep small so XLA keeps the cores.
+      "prefetch": 2,        # Batches prefetched by tf.data.
+  })
+
+
+def optim_config() -> ml_collections.ConfigDict:
+  """config.optim: the optimizer, its schedule and per-parameter treatment (vit_jax.train.optim)."""
+  return ml_collections.ConfigDict(dict(
+      name="adamw",            # adam | adamw | sgd
+      learning_rate=1e-3,      # peak learning rate, reached after warmup
+      end_learning_rate=0.0,   # value at the last step
+      warmup_steps=0,
+      decay="cosine",          # cosine | linear | constant (after warmup)
+      b1=0.9, b2=0.999, eps=1e-8,
+      mu_dtype="",             # e.g. 'bfloat16' to halve Adam's first-moment memory; '' keeps float32
+      momentum=0.9, nesterov=False,  # sgd
+      weight_decay=0.0,        # decoupled; never applied to biases, norms, cls or position embeddings
+      grad_clip_norm=1.0,      # global-norm clipping; 0 disables
+  ))
+
+
+def model_config(model_name: str) -> ml_collections.ConfigDict:
+  """config.model: one typed None placeholder per field of the model's family (None keeps the
+  variant's value), so `--config.model.<field>=...` parses for every field of that family."""
+  return ml_collections.ConfigDict({
+      key: ml_collections.FieldReference(None, field_type=kind)
+      for key, kind in model_fields.family_fields(model_name).items()})
+
+
+def eval_config(every: int = 0, split: str = "", kind: str = "classification"
+                ) -> ml_collections.ConfigDict:
+  """One entry of config.evals: a registered evaluator `type` run every `every` steps (0: at the end
+  only) on `split` ('' means data.test_split); its metrics are logged as '<entry name>_<metric>'."""
+  return ml_collections.ConfigDict(dict(type=kind, every=every, split=split))
+
+
+def base_config(model_name: str = "ViT-B/16") -> ml_collections.ConfigDict:
   """All keys of an experiment; durations may be given in steps, epochs or examples."""
   config = ml_collections.ConfigDict()
-  config.model_name = "ViT-B/16"
-  # Typed None placeholders, so `--config.model.hidden_size=64` parses from the command line.
-  config.model = ml_collections.ConfigDict({
-      key: ml_collections.FieldReference(None, field_type=kind)
-      for key, kind in MODEL_OVERRIDES.items()})
-
-  data = default_data_config()
-  data.image_size = 224
-  data.augment = ml_collections.ConfigDict(dict(crop="inception", area_min=0.05, flip=True))
-  config.data = data
+  config.model_name = model_name
+  config.model = model_config(model_name)
+  config.data = data_config()
 
   config.batch_size = 512          # global, over all processes
   config.eval_batch_size = 512
   config.seed = 0
+  # A registered loss (vit_jax.train.losses): softmax_xent, sigmoid_xent, or 'auto'.
+  config.loss = LOSS_AUTO
 
   config.train = ml_collections.ConfigDict(dict(
       steps=0, epochs=0.0, examples=0,   # exactly one of them > 0
       accum_steps=1, label_smoothing=0.0,
-      log_every=50, eval_every=0, checkpoint_every=500, keep_checkpoints=3,
+      log_every=50, checkpoint_every=500, keep_checkpoints=3,
   ))
-  config.optim = default_optim_config()
+  config.optim = optim_config()
+  # Named evaluators (vit_jax.train.evaluators); 'test' is also the final evaluation.
+  config.evals = ml_collections.ConfigDict({"test": eval_config()})
 
   config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   config.sharding = "data_parallel"   # data_parallel | fsdp | fsdp_tensor
@@ -82,3 +142,26 @@ def total_steps(config: ml_collections.ConfigDict, num_train_examples: int) -> i
     return int(train.steps)
   examples = train.examples if train.examples else train.epochs * num_train_examples
   return max(1, math.ceil(examples / config.batch_size))
+
+
+def _dotted_keys(node: Any, prefix: str = "") -> list[str]:
+  keys = []
+  for key, value in node.items():
+    keys.append(prefix + key)
+    if isinstance(value, ml_collections.ConfigDict):
+      keys.extend(_dotted_keys(value, prefix + key + "."))
+  return keys
+
+
+def unknown_key_message(config: ml_collections.ConfigDict, dotted: str) -> str:
+  """One line for a key the schema does not have, with the closest keys anywhere in the config
+  (a key under the wrong section, such as train.learning_rate, finds optim.learning_rate)."""
+  everywhere = _dotted_keys(config)
+  by_name: dict[str, list[str]] = {}
+  for key in everywhere:
+    by_name.setdefault(key.rsplit(".", 1)[-1], []).append(key)
+  names = difflib.get_close_matches(dotted.rsplit(".", 1)[-1], list(by_name), n=3, cutoff=0.75)
+  close = [key for name in names for key in by_name[name]]
+  close += [key for key in difflib.get_close_matches(dotted, everywhere, n=3) if key not in close]
+  hint = f"; did you mean {', '.join('config.' + key for key in close[:4])}?" if close else ""
+  return f"unknown config key config.{dotted}{hint}"

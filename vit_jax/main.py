@@ -11,7 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from vit_jax import host_memory  # noqa: E402
+from vit_jax import config_cli, host_memory  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. configs/default.py:pretrain.", lock_config=True)
@@ -47,5 +47,6 @@ def main(argv, kept_pages: host_memory.Outcome):
 
 
 if __name__ == "__main__":
+  config_cli.exit_on_config_error()  # a mistyped key in one line, before jax starts
   # First, while this is the only thread: parsing the flags loads the config, which imports jax.
   app.run(functools.partial(main, kept_pages=host_memory.keep_freed_pages()))

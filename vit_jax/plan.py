@@ -85,10 +85,8 @@ def plan(config: ml_collections.ConfigDict, num_classes: int = 1000) -> Plan:
   if config.train.steps == 0 and not config.train.epochs and not config.train.examples:
     config.train.steps = 1000
   setup = build.setup(config, num_classes, train_examples=10 ** 9)
-  batch = build.abstract_batch(setup, config.batch_size, config.data.image_size)
-  step = build.jit_train_step(setup, accum_steps=config.train.accum_steps)
   with parallel.activate(setup.mesh, setup.rules):
-    compiled = step.lower(setup.abstract_state, batch).compile()
+    compiled = setup.train_step.lower(setup.abstract_state, setup.abstract_batch()).compile()
   memory = compiled.memory_analysis()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost

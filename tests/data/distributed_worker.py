@@ -14,8 +14,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+from vit_jax import configuration  # noqa: E402
 from vit_jax import parallel  # noqa: E402
-from vit_jax.data import defaults, pipeline, sources  # noqa: E402
+from vit_jax.data import pipeline, sources  # noqa: E402
 
 
 def _ids(array: jax.Array) -> list:
@@ -33,7 +34,7 @@ def main(process_id: int, port: int, jft_dir: str, out_path: str) -> None:
   index, count = jax.process_index(), jax.process_count()
 
   # Train: JFT-like shards, one epoch; each process opens only its own files.
-  config = defaults.default_data_config()
+  config = configuration.data_config()
   config.update(source="jft", root=jft_dir, pp_train="decode|value_range(0, 255)|multi_hot",
                 pp_eval="decode|value_range(0, 255)")
   source = sources.get_source(config)

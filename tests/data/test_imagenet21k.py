@@ -9,7 +9,8 @@ from PIL import Image
 import pytest
 import tensorflow_datasets as tfds
 
-from vit_jax.data import defaults, imagenet21k, pipeline, preprocess, sources
+from vit_jax import configuration
+from vit_jax.data import imagenet21k, pipeline, preprocess, sources
 
 # Synset -> colour of its images; written in unsorted order, labelled in sorted order.
 COLOURS = {"n00000003": (200, 40, 40), "n00000001": (40, 200, 40), "n00000002": (40, 40, 200)}
@@ -84,7 +85,7 @@ def test_corrupt_images_are_skipped_and_listed_and_awkward_ones_become_rgb_jpegs
 
 
 def test_the_dataset_is_a_tfds_source_for_the_pipeline(data_dir):
-  config = defaults.default_data_config()
+  config = configuration.data_config()
   config.update(source="tfds", name="imagenet21k/winter21", data_dir=data_dir,
                 test_split="train[:4]", train_split="train[4:]")
   source = sources.get_source(config)

@@ -8,7 +8,8 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from vit_jax.data import defaults, jft, jft_write, pipeline, preprocess, sources
+from vit_jax import configuration
+from vit_jax.data import jft, jft_write, pipeline, preprocess, sources
 
 NUM_IMAGES, NUM_CLASSES = 12, 6
 
@@ -74,7 +75,7 @@ def test_reader_gives_every_image_once_with_its_variable_length_labels(written):
 
 
 def _config(root, **overrides):
-  config = defaults.default_data_config()
+  config = configuration.data_config()
   config.update(source="jft", root=root, test_split="train", **overrides)
   return config
 
@@ -124,7 +125,7 @@ def test_undecodable_records_are_skipped_counted_and_named(tmp_path):
   jft.write_split(str(tmp_path), "train", examples, num_classes=3, num_shards=1)
   config = _config(str(tmp_path))
   batches = pipeline.train_batches(config, batch_size=4, image_size=4, seed=0,
-                                   augment=pipeline.default_augment_config())
+                                   augment=configuration.data_config().augment)
   list(itertools.islice(batches, 2))  # One epoch: all 8 records.
   assert batches.skipped == 1 and batches.skipped_keys == ["train.tfrecord-00000-of-00001:3"]
   evaluation = pipeline.eval_batches(config, batch_size=4, image_size=4)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vit_jax.data import defaults, pipeline
+from vit_jax import configuration
+from vit_jax.data import pipeline
 from vit_jax.data import preprocess
 from vit_jax.data import sources
 
@@ -18,14 +19,14 @@ def IndexedSource(n, size=8):  # pylint: disable=invalid-name
                              {"train": np.arange(n), "test": np.arange(n)})
 
 
-CONFIG = defaults.default_data_config()
-PLAIN = pipeline.default_augment_config()  # Identity augmentation: labels and pixels pass through.
+CONFIG = configuration.data_config()
+PLAIN = configuration.data_config().augment  # Identity augmentation: labels and pixels pass through.
 PLAIN.update(crop="resize", flip=False)
 
 
-GLOBAL_ORDER = defaults.default_data_config()
+GLOBAL_ORDER = configuration.data_config()
 GLOBAL_ORDER.global_order = True
-WHOLE_BATCH_GLOBAL_ORDER = defaults.default_data_config()  # Whole-batch ops draw for global rows.
+WHOLE_BATCH_GLOBAL_ORDER = configuration.data_config()  # Whole-batch ops draw for global rows.
 WHOLE_BATCH_GLOBAL_ORDER.update(global_order=True, pp_train="decode",
                                 pp_batch="inception_crop(8, area_min=0.5)|flip_lr|value_range")
 
@@ -44,7 +45,7 @@ def _assert_same_batches(a, b):
 
 
 def test_train_batches_from_digits_config_have_the_promised_shapes_and_range():
-  batches = _train(None, 2, batch_size=16, image_size=12, augment=pipeline.default_augment_config())
+  batches = _train(None, 2, batch_size=16, image_size=12, augment=configuration.data_config().augment)
   for batch in batches:
     assert batch["image"].shape == (16, 12, 12, 3) and batch["image"].dtype == np.float32
     assert batch["label"].shape == (16,) and batch["label"].dtype == np.int32
@@ -69,7 +70,7 @@ def test_each_epoch_is_a_fresh_permutation_dropping_the_remainder():
 
 def test_train_stream_is_a_function_of_the_seed():
   source = IndexedSource(24)
-  augment = pipeline.default_augment_config()
+  augment = configuration.data_config().augment
   _assert_same_batches(_train(source, 5, augment=augment), _train(source, 5, augment=augment))
   other = _train(source, 5, augment=augment, seed=1)
   assert not np.array_equal(other[0]["label"], _train(source, 1, augment=augment)[0]["label"])
@@ -77,7 +78,7 @@ def test_train_stream_is_a_function_of_the_seed():
 
 def test_resuming_at_step_k_yields_batches_k_onwards_of_the_uninterrupted_stream():
   source = IndexedSource(24)  # 3 steps per epoch: step 4 is in the middle of epoch 1.
-  augment = pipeline.default_augment_config()
+  augment = configuration.data_config().augment
   fresh = _train(source, 9, augment=augment)
   for k in (1, 3, 4):
     _assert_same_batches(_train(source, 9 - k, augment=augment, start_step=k), fresh[k:])
@@ -96,7 +97,7 @@ def test_two_processes_read_disjoint_halves_covering_the_epoch():
 
 def test_augmentation_of_an_example_does_not_depend_on_the_process_count():
   source = IndexedSource(32)  # One epoch: 2 global batches of 16.
-  augment = pipeline.default_augment_config()
+  augment = configuration.data_config().augment
   by_label = {}
   for count in (1, 2):
     for index in range(count):
@@ -120,7 +121,7 @@ def _side_by_side(per_process):
 @pytest.mark.parametrize("start_step", [0, 3])
 def test_in_global_order_the_global_batches_do_not_depend_on_the_process_count(start_step, config):
   source = IndexedSource(40)  # 2 global batches of 16 per epoch (8 dropped): 5 steps cross 2 epochs.
-  run = dict(batch_size=16, augment=pipeline.default_augment_config(), start_step=start_step)
+  run = dict(batch_size=16, augment=configuration.data_config().augment, start_step=start_step)
   one = _train(source, 5, config, **run)
   if config is GLOBAL_ORDER:
     _assert_same_batches(one, _train(source, 5, **run))  # One process: the default stream.
@@ -133,7 +134,7 @@ def test_in_global_order_the_global_batches_do_not_depend_on_the_process_count(s
 
 def test_in_global_order_resuming_at_step_k_continues_every_process_slice():
   source = IndexedSource(40)
-  run = dict(batch_size=16, augment=pipeline.default_augment_config(), process_count=2)
+  run = dict(batch_size=16, augment=configuration.data_config().augment, process_count=2)
   for index in range(2):
     fresh = _train(source, 6, GLOBAL_ORDER, process_index=index, **run)
     for k in (1, 2, 5):
@@ -194,20 +195,20 @@ def test_eval_over_two_processes_gives_equal_batch_counts_and_every_example_once
 # ----------------------------------------------------------------------------- pipeline strings
 
 def test_the_augment_config_is_shorthand_for_a_pipeline_string():
-  assert pipeline.default_pp_train(pipeline.default_augment_config(), 224) == (
+  assert pipeline.default_pp_train(configuration.data_config().augment, 224) == (
       "decode|inception_crop(224, area_min=0.05)|flip_lr|value_range(-1, 1)")
   assert pipeline.default_pp_train(PLAIN, 32, multi_label=True) == (
       "decode|resize(32)|value_range(-1, 1)|multi_hot")
   source = IndexedSource(24)
-  config = defaults.default_data_config()
+  config = configuration.data_config()
   config.pp_train = "decode|inception_crop(8, area_min=0.05)|flip_lr|value_range(-1, 1)"
   by_string = list(itertools.islice(pipeline.train_batches(
       config, source=source, batch_size=8, image_size=8, seed=0), 4))
-  _assert_same_batches(by_string, _train(source, 4, augment=pipeline.default_augment_config()))
+  _assert_same_batches(by_string, _train(source, 4, augment=configuration.data_config().augment))
 
 
 def test_pipeline_strings_set_train_and_eval_preprocessing():
-  config = defaults.default_data_config()
+  config = configuration.data_config()
   config.update(pp_train="decode|randaug(2, 9)|resize(6)|value_range(0, 1)|onehot(smoothing=0.1)",
                 pp_eval="decode|resize_small(7)|central_crop(5)|value_range(0, 1)|onehot")
   source = IndexedSource(16)
@@ -221,7 +222,7 @@ def test_pipeline_strings_set_train_and_eval_preprocessing():
 
 
 def test_pipeline_strings_that_cannot_fit_the_source_are_clear_errors(tmp_path):
-  config = defaults.default_data_config()
+  config = configuration.data_config()
   config.pp_train = "decode|resize(8)|onehot(3)"
   with pytest.raises(ValueError, match="3-class targets but the source has 16 classes"):
     pipeline.train_batches(config, source=IndexedSource(16), batch_size=8, image_size=8, seed=0)
@@ -236,7 +237,7 @@ def test_pipeline_strings_that_cannot_fit_the_source_are_clear_errors(tmp_path):
 
 def _batch_op_stream(pp_train, pp_batch, image_size=8):
   """start, n -> n train batches from `start` of a stream whose batch ops are `pp_batch`."""
-  config = defaults.default_data_config()
+  config = configuration.data_config()
   config.update(pp_train=pp_train, pp_batch=pp_batch)
   source = IndexedSource(24)
   return lambda start, n: list(itertools.islice(pipeline.train_batches(
@@ -262,8 +263,8 @@ def test_whole_batch_augmentation_is_part_of_the_pure_function_of_seed_and_step(
 
 def test_more_tf_data_threads_give_the_same_stream():
   source = IndexedSource(24)
-  augment = pipeline.default_augment_config()
-  config = defaults.default_data_config()
+  augment = configuration.data_config().augment
+  config = configuration.data_config()
   config.threads = 2
   threaded = list(itertools.islice(pipeline.train_batches(
       config, source=source, batch_size=8, image_size=8, seed=0, augment=augment), 4))
@@ -286,7 +287,7 @@ def _folder_with_bad_images(root, n=12, bad=(2, 7)):
 
 def test_undecodable_train_images_are_skipped_counted_and_refilled_from_their_batch(tmp_path):
   _folder_with_bad_images(str(tmp_path))
-  config = defaults.default_data_config()
+  config = configuration.data_config()
   config.update(source="folder", root=str(tmp_path), test_fraction=0.5,
                 pp_train="decode|value_range(0, 255)", pp_eval="decode|value_range(0, 255)")
   source = sources.get_source(config)

@@ -4,8 +4,9 @@ import itertools
 import jax.numpy as jnp
 import numpy as np
 
+from vit_jax import configuration
 from vit_jax import checkpoint
-from vit_jax.data import defaults, pipeline, sources
+from vit_jax.data import pipeline, sources
 
 
 def _stream(config, source, start, count):
@@ -17,7 +18,7 @@ def test_a_run_restored_at_step_k_sees_the_batches_the_uninterrupted_run_saw(tmp
   images = np.random.default_rng(0).integers(0, 256, (44, 10, 10, 3), np.uint8)
   source = sources.ArraySource("random", images, np.arange(44) % 5, 5,
                                {"train": np.arange(44)})  # 5 steps per epoch, 4 dropped.
-  config = defaults.default_data_config()
+  config = configuration.data_config()
   config.update(pp_train="decode|inception_crop(8)|flip_lr|value_range|onehot",
                 pp_batch="mixup(0.8)|cutmix(1.0)")  # Random ops per example and per batch.
   uninterrupted = _stream(config, source, 0, 12)

@@ -8,12 +8,13 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from vit_jax.data import defaults, preprocess
+from vit_jax import configuration
+from vit_jax.data import preprocess
 from vit_jax.data import sources
 
 
 def _config(**overrides):
-  config = defaults.default_data_config()
+  config = configuration.data_config()
   config.update(overrides)
   return config
 
@@ -36,7 +37,7 @@ def digits():
 
 
 def test_default_config_names_every_key_and_rejects_typos():
-  config = defaults.default_data_config()
+  config = configuration.data_config()
   config.lock()
   with pytest.raises(AttributeError):
     config.sorce = "tfds"

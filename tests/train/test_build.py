@@ -5,14 +5,18 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 
+from vit_jax import parallel
 from vit_jax.configuration import base_config
 from vit_jax.train import build
 
+BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
+
 
 def tiny_config():
-  config = base_config()
-  config.model_name = "ViT-micro/4"
+  config = base_config("ViT-micro/4")
   config.data.image_size = 16
   config.batch_size = 16
   config.train.epochs = 2
@@ -27,11 +31,9 @@ def test_setup_takes_the_class_count_and_the_train_split_size():
   assert setup.abstract_state.params["head"]["kernel"].shape[-1] == 7
 
 
-def test_init_fn_builds_the_state_setup_describes():
-  config = tiny_config()
-  setup = build.setup(config, num_classes=7, train_examples=640)
-  init = build.init_fn(setup.model, setup.tx, config.data.image_size, config.seed)
-  state = jax.jit(lambda: init(boxed=False), out_shardings=setup.state_shardings)()
+def test_init_state_builds_the_state_setup_describes():
+  setup = build.setup(tiny_config(), num_classes=7, train_examples=640)
+  state = setup.init_state()
   same_shapes = jax.tree.map(lambda real, abstract: real.shape == abstract.shape and
                              real.dtype == abstract.dtype and real.sharding == abstract.sharding,
                              state, setup.abstract_state)
@@ -47,3 +49,43 @@ def test_the_step_is_assembled_without_tensorflow():
   result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                           env={"JAX_PLATFORMS": "cpu", "PATH": ""})
   assert result.stdout.strip() == "[]", result.stdout
+
+
+def test_setup_owns_the_step_options_and_resolves_the_loss():
+  config = tiny_config()
+  assert build.setup(config, 7, 640).loss_name == "softmax_xent"
+  assert build.setup(config, 7, 640, multi_label=True).loss_name == "sigmoid_xent"
+  config.loss = "sigmoid_xent"
+  assert build.setup(config, 7, 640).loss_name == "sigmoid_xent"
+  config.loss = "hinge"
+  with pytest.raises(ValueError, match="config.loss='hinge'"):
+    build.setup(config, 7, 640)
+
+
+@pytest.mark.parametrize("batch_size", [0, -16, 12])
+def test_a_batch_that_cannot_be_split_over_the_mesh_is_rejected_before_building(batch_size):
+  config = tiny_config()
+  config.batch_size = batch_size
+  with pytest.raises(ValueError, match=f"batch_size {batch_size} "):
+    build.setup(config, 7, 640)
+
+
+def test_the_eval_step_compiles_once_for_every_pass():
+  """Setup jits its steps once; passes over padded batches of one shape reuse the executable."""
+  setup = build.setup(tiny_config(), num_classes=7, train_examples=640)
+  state = setup.init_state()
+  variables = {"params": state.params}
+  batch = {"image": np.zeros((16, 16, 16, 3), np.float32), "label": np.zeros((16,), np.int32),
+           "mask": np.ones((16,), np.float32)}
+  compiles = []
+  listener = lambda event, duration, **kw: compiles.append(event) if event == BACKEND_COMPILE else None
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    with parallel.activate(setup.mesh, setup.rules):
+      for _ in range(3):
+        for _ in range(2):  # two batches per pass
+          jax.block_until_ready(setup.eval_step(
+              variables, parallel.global_batch(batch, setup.mesh, setup.rules)))
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  assert len(compiles) == 1

@@ -6,7 +6,8 @@ import numpy as np
 
 from vit_jax.configuration import base_config
 from vit_jax.models import create_model
-from vit_jax.train.optim import default_optim_config, make_optimizer
+from vit_jax.configuration import optim_config
+from vit_jax.train.optim import make_optimizer
 
 
 def tiny(dtype=None, mu_dtype=""):
@@ -46,7 +47,7 @@ def test_bf16_first_moment_option_trains_like_f32(train_losses):
 
 
 def test_bf16_first_moment_is_stored_in_bf16():
-  cfg = default_optim_config()
+  cfg = optim_config()
   cfg.mu_dtype = "bfloat16"
   tx, _ = make_optimizer(cfg, 10)
   params = {"w": {"kernel": jnp.ones((4, 4))}}

@@ -4,11 +4,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vit_jax.train.optim import decay_mask, default_optim_config, learning_rate_schedule, make_optimizer
+from vit_jax.configuration import optim_config
+from vit_jax.train.optim import decay_mask, learning_rate_schedule, make_optimizer
 
 
 def config(**kw):
-  cfg = default_optim_config()
+  cfg = optim_config()
   cfg.update(kw)
   return cfg
 

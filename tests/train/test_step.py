@@ -5,12 +5,10 @@ import numpy as np
 from vit_jax import parallel
 from vit_jax.configuration import base_config
 from vit_jax.train import build
-from vit_jax.train.step import make_train_step
 
 
 def tiny_config(**mesh):
-  config = base_config()
-  config.model_name = "ViT-micro/4"
+  config = base_config("ViT-micro/4")
   config.data.image_size = 16
   config.batch_size = 16
   config.train.steps = 20
@@ -33,6 +31,7 @@ def batches(count, batch_size=16, seed=0):
 
 def run(config, steps, devices=None, accum_steps=1):
   """Trains `steps` steps on a mesh over `devices`; returns per-step losses and final params."""
+  config.train.accum_steps = accum_steps
   if devices is not None:
     config.mesh.data = len(devices)
   setup = build.setup(config, 10, 640) if devices is None else None
@@ -43,15 +42,11 @@ def run(config, steps, devices=None, accum_steps=1):
       setup = build.setup(config, 10, 640)
     finally:
       parallel.make_mesh = original
-  init = build.init_fn(setup.model, setup.tx, 16, config.seed)
-  step = jax.jit(make_train_step(setup.model, setup.tx, setup.schedule, accum_steps=accum_steps),
-                 in_shardings=(setup.state_shardings, None),
-                 out_shardings=(setup.state_shardings, None), donate_argnums=(0,))
   losses = []
+  state = setup.init_state()
   with parallel.activate(setup.mesh, setup.rules):
-    state = jax.jit(lambda: init(boxed=False), out_shardings=setup.state_shardings)()
     for batch in batches(steps):
-      state, metrics = step(state, parallel.global_batch(batch, setup.mesh, setup.rules))
+      state, metrics = setup.train_step(state, parallel.global_batch(batch, setup.mesh, setup.rules))
       losses.append(float(metrics["loss"]))
   return losses, jax.device_get(state.params)
 

@@ -27,11 +27,6 @@ _EVAL_SALT = 0xE7A1
 _SEED = "_seed"  # Per-example seed, carried from the decoding ops to the rest of the pipeline.
 
 
-def default_augment_config() -> ml_collections.ConfigDict:
-  """Returns the train augmentation config: inception crop and random horizontal flip."""
-  return ml_collections.ConfigDict({"crop": "inception", "area_min": 0.05, "flip": True})
-
-
 def default_pp_train(augment: ml_collections.ConfigDict, image_size: int,
                      multi_label: bool = False) -> str:
   """The train pipeline string that config.data.augment stands for (when data.pp_train is empty)."""
@@ -205,7 +200,7 @@ def train_batches(data_config: ml_collections.ConfigDict, *, source: Optional[So
   same in every run.)
 
   Args:
-    data_config: see defaults.default_data_config (reads train_split, pp_train, pp_batch,
+    data_config: see vit_jax.configuration.data_config (reads train_split, pp_train, pp_batch,
       shuffle_buffer, global_order, threads, prefetch, and the source keys when `source` is None).
     source: the examples; None builds one from data_config.
     batch_size: global batch size, split evenly over processes.
@@ -215,20 +210,20 @@ def train_batches(data_config: ml_collections.ConfigDict, *, source: Optional[So
     process_index: this process's index.
     process_count: number of processes reading the stream.
     augment: crop ('inception' | 'resize'), area_min, flip, used when data_config.pp_train is
-      empty; None: default_augment_config().
+      empty; None: data_config.augment.
 
   Returns:
     An iterator (guard.Batches) of {'image': float32 (local_batch, H, W, 3), 'label': int32
     (local_batch,) or float32 (local_batch, num_classes)}; its `skipped` counts undecodable examples.
   """
   source = source if source is not None else get_source(data_config)
-  augment = augment if augment is not None else default_augment_config()
+  augment = augment if augment is not None else data_config.augment
   _check_process(process_index, process_count)
   local_batch = local_batch_size(batch_size, process_count)
   split = data_config.train_split
   # What one process reads: its own shard, `local_batch` examples a step; or, in global order, the
   # whole split, a whole global batch a step, of which it keeps (and decodes) only its slice.
-  global_order = bool(data_config.get("global_order", False))
+  global_order = bool(data_config.global_order)
   shard, shards = (0, 1) if global_order else (process_index, process_count)
   read_per_step = batch_size if global_order else local_batch
   sizes = [source.shard_size(split, i, shards) for i in range(shards)]
@@ -238,8 +233,8 @@ def train_batches(data_config: ml_collections.ConfigDict, *, source: Optional[So
                      f"global batch of {batch_size} (over {process_count} processes): lower the "
                      "batch size.")
   examples = _read(source, split, shard, shards)
-  batch_spec = data_config.get("pp_batch", "")
-  spec = (data_config.get("pp_train", "") or
+  batch_spec = data_config.pp_batch
+  spec = (data_config.pp_train or
           default_pp_train(augment, image_size, source.multi_label))
   preprocess = pp.build(spec, num_classes=source.num_classes)
   batch_ops = pp.build_batch(batch_spec, num_classes=source.num_classes)
@@ -284,7 +279,7 @@ def eval_batches(data_config: ml_collections.ConfigDict, *, source: Optional[Sou
   undecodable example, which is also logged and counted).
 
   Args:
-    data_config: see defaults.default_data_config (reads test_split, pp_eval, threads, prefetch).
+    data_config: see vit_jax.configuration.data_config (reads test_split, pp_eval, threads, prefetch).
     source: the examples; None builds one from data_config.
     split: split to read; None: data_config.test_split.
     batch_size: global batch size, split evenly over processes.
@@ -299,7 +294,7 @@ def eval_batches(data_config: ml_collections.ConfigDict, *, source: Optional[Sou
   split = split if split is not None else data_config.test_split
   _check_process(process_index, process_count)
   local_batch = local_batch_size(batch_size, process_count)
-  spec = data_config.get("pp_eval", "") or default_pp_eval(image_size, source.multi_label)
+  spec = data_config.pp_eval or default_pp_eval(image_size, source.multi_label)
   preprocess = pp.build(spec, num_classes=source.num_classes)
   largest = max(source.shard_size(split, i, process_count) for i in range(process_count))
   num_batches = -(-largest // local_batch)

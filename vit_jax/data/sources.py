@@ -92,7 +92,7 @@ def _import_builtin_sources() -> None:
 
 
 def get_source(data_config: ml_collections.ConfigDict) -> Source:
-  """Builds the source named by data_config.source (see defaults.default_data_config for the keys)."""
+  """Builds the source named by data_config.source (see vit_jax.configuration.data_config for the keys)."""
   _import_builtin_sources()
   kind = data_config.source
   if kind not in _REGISTRY:

@@ -1,10 +1,14 @@
-"""The trainer's phases that need no data: mesh, model, optimizer and the shardings of the state.
+"""Config -> Setup, one way: everything the trainer derives from a config, read once, without data.
 
-Kept apart from the loop (which reads data through TensorFlow) so that benchmarks, the pod planner
-and hosts that feed their own batches build exactly the trainer's step without importing tf.data.
+`setup(config, num_classes, train_examples)` reads every model, optimizer, mesh, sharding, loss and
+step key of the config and returns a Setup: the model, the optimizer, the mesh and the shardings of
+the state, the one state initialisation, the compiled train step and the compiled eval step. The
+loop, the pod planner, the benchmarks and the tests all use it, so they run the trainer's own step.
+Kept free of TensorFlow so that benchmarks, the planner and hosts that feed their own batches build
+exactly the trainer's step without importing tf.data.
 """
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -15,14 +19,21 @@ import optax
 from vit_jax import parallel
 from vit_jax.configuration import model_overrides, total_steps
 from vit_jax.models import create_model
+from vit_jax.train import losses
 from vit_jax.train.optim import make_optimizer
 from vit_jax.train.state import TrainState
-from vit_jax.train.step import make_train_step
+from vit_jax.train.step import make_eval_step, make_train_step
 
 
 @dataclasses.dataclass
 class Setup:
-  """What the phases before the loop produce: model, optimizer, mesh, shardings and compiled steps."""
+  """What the phases before the loop produce. Steps are jitted once here and compile on first use
+  (or ahead of time through .lower(...).compile()); run them under `parallel.activate(mesh, rules)`.
+
+  train_step(state, batch) -> (state, metrics): the state laid out as state_shardings and donated.
+  eval_step(variables, batch) -> sums of top-1/top-5 hits, loss and examples (see step.py).
+  predict_step(variables, batch) -> the same sums plus the batch's logits (multi-label ranking).
+  """
   model: nn.Module
   tx: optax.GradientTransformation
   schedule: optax.Schedule
@@ -32,6 +43,30 @@ class Setup:
   abstract_state: TrainState
   total_steps: int
   num_classes: int
+  multi_label: bool
+  loss_name: str
+  batch_size: int
+  image_size: int
+  seed: int
+  train_step: Callable[..., Any]
+  eval_step: Callable[..., Any]
+  predict_step: Callable[..., Any]
+  _init: Callable[[], TrainState]
+
+  def init_state(self) -> TrainState:
+    """The initial train state from the seed, created directly in its shardings."""
+    with parallel.activate(self.mesh, self.rules):
+      return self._init()
+
+  def abstract_batch(self, batch_size: int = 0) -> dict[str, jax.ShapeDtypeStruct]:
+    """Shapes of one global train batch (default: the config's), sharded as the trainer shards
+    batches: to compile ahead of time."""
+    batch_size = batch_size or self.batch_size
+    size = self.image_size
+    return {"image": jax.ShapeDtypeStruct((batch_size, size, size, 3), jnp.float32,
+                                          sharding=parallel.batch_sharding(self.mesh, self.rules, 4)),
+            "label": jax.ShapeDtypeStruct((batch_size,), jnp.int32,
+                                          sharding=parallel.batch_sharding(self.mesh, self.rules, 1))}
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
@@ -54,60 +89,70 @@ def init_fn(model: nn.Module, tx: optax.GradientTransformation, image_size: int,
   return init
 
 
-def setup(config: ml_collections.ConfigDict, num_classes: int, train_examples: int) -> Setup:
-  """Phases 1-3: mesh, model, optimizer, and the shardings of every leaf of the state.
-
-  num_classes sizes the head; train_examples (of config.data.train_split) converts epoch durations.
-  """
-  mesh = parallel.make_mesh(dict(config.mesh))
-  rules = parallel.rules_for(config.sharding)
+def _check_batch(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> None:
   batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
   micro_batch, remainder = divmod(config.batch_size, config.train.accum_steps)
-  if remainder or micro_batch % batch_shards:
+  if config.batch_size <= 0 or remainder or micro_batch % batch_shards:
     raise ValueError(
         f"batch_size {config.batch_size} / train.accum_steps {config.train.accum_steps} must be a "
-        f"whole multiple of the {batch_shards} batch shards (mesh data x fsdp); adjust batch_size")
-  model = build_model(config, num_classes)
-  steps = total_steps(config, train_examples)
-  tx, schedule = make_optimizer(config.optim, steps)
-  init = init_fn(model, tx, config.data.image_size, config.seed)
-  boxed = jax.eval_shape(lambda: init(boxed=True))
+        f"positive whole multiple of the {batch_shards} batch shards (mesh data x fsdp); adjust "
+        "batch_size")
+
+
+def _state_shardings(config, mesh, rules, tx, boxed: TrainState) -> TrainState:
   shards_params = config.sharding != "data_parallel" and mesh.shape["fsdp"] > 1
   param_shardings = parallel.param_shardings(
       boxed.params, mesh, rules, min_size=config.fsdp_min_size if shards_params else 0)
-  abstract_params = nn.unbox(boxed.params)
   if shards_params:
-    left = parallel.replicated_above(abstract_params, param_shardings, config.fsdp_check_size)
+    left = parallel.replicated_above(nn.unbox(boxed.params), param_shardings,
+                                     config.fsdp_check_size)
     if left:
       listing = "\n  ".join(f"{path}: {size:,} elements" for path, size in left[:20])
       raise ValueError(
           f"{config.sharding} leaves {len(left)} parameters of >= {config.fsdp_check_size:,} elements "
           f"replicated on every device:\n  {listing}\nGive them logical axis names that the rules "
           "shard, make their sharded dimension divisible by the fsdp axis, or raise fsdp_check_size.")
+  replicated = parallel.replicated(mesh)
   opt_shardings = optax.tree_map_params(
       tx, lambda _, sharding: sharding, boxed.opt_state, param_shardings,
-      transform_non_params=lambda _: parallel.replicated(mesh))
-  replicated = parallel.replicated(mesh)
-  shardings = TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings,
-                         rng=replicated,
-                         model_state=parallel.logical_shardings(boxed.model_state, mesh, rules))
+      transform_non_params=lambda _: replicated)
+  return TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings,
+                    rng=replicated, model_state=parallel.logical_shardings(boxed.model_state, mesh, rules))
+
+
+def setup(config: ml_collections.ConfigDict, num_classes: int, train_examples: int,
+          multi_label: bool = False) -> Setup:
+  """Reads the config once: mesh, model, loss, optimizer, state shardings, init and compiled steps.
+
+  num_classes sizes the head; train_examples (of config.data.train_split) converts epoch durations;
+  multi_label (the data's label kind) resolves config.loss='auto'.
+  """
+  mesh = parallel.make_mesh(dict(config.mesh))
+  rules = parallel.rules_for(config.sharding)
+  _check_batch(config, mesh)
+  loss_name = losses.resolve_loss_name(config.loss, multi_label)
+  loss_fn = losses.get_loss(loss_name)
+  model = build_model(config, num_classes)
+  steps = total_steps(config, train_examples)
+  tx, schedule = make_optimizer(config.optim, steps)
+  image_size = config.data.image_size
+  init = init_fn(model, tx, image_size, config.seed)
+  boxed = jax.eval_shape(lambda: init(boxed=True))
+  shardings = _state_shardings(config, mesh, rules, tx, boxed)
   abstract = jax.tree.map(
       lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
-      boxed.replace(params=abstract_params, model_state=nn.unbox(boxed.model_state)), shardings)
-  return Setup(model, tx, schedule, mesh, rules, shardings, abstract, steps, num_classes)
-
-
-def jit_train_step(s: Setup, **step_options):
-  """The train step as the trainer runs it: state laid out as `s` says and donated, the batch as it
-  comes; `step_options` go to make_train_step (label_smoothing, accum_steps, multi_label)."""
-  return jax.jit(make_train_step(s.model, s.tx, s.schedule, **step_options),
-                 in_shardings=(s.state_shardings, None), out_shardings=(s.state_shardings, None),
-                 donate_argnums=(0,))
-
-
-def abstract_batch(s: Setup, batch_size: int, image_size: int) -> dict[str, jax.ShapeDtypeStruct]:
-  """Shapes of one global batch, sharded as the trainer shards batches: to compile ahead of time."""
-  return {"image": jax.ShapeDtypeStruct((batch_size, image_size, image_size, 3), jnp.float32,
-                                        sharding=parallel.batch_sharding(s.mesh, s.rules, 4)),
-          "label": jax.ShapeDtypeStruct((batch_size,), jnp.int32,
-                                        sharding=parallel.batch_sharding(s.mesh, s.rules, 1))}
+      boxed.replace(params=nn.unbox(boxed.params), model_state=nn.unbox(boxed.model_state)),
+      shardings)
+  train_step = jax.jit(
+      make_train_step(model, tx, schedule, loss_fn=loss_fn,
+                      label_smoothing=config.train.label_smoothing,
+                      accum_steps=config.train.accum_steps),
+      in_shardings=(shardings, None), out_shardings=(shardings, None), donate_argnums=(0,))
+  return Setup(
+      model=model, tx=tx, schedule=schedule, mesh=mesh, rules=rules, state_shardings=shardings,
+      abstract_state=abstract, total_steps=steps, num_classes=num_classes, multi_label=multi_label,
+      loss_name=loss_name, batch_size=config.batch_size, image_size=image_size, seed=config.seed,
+      train_step=train_step,
+      eval_step=jax.jit(make_eval_step(model, loss_fn)),
+      predict_step=jax.jit(make_eval_step(model, loss_fn, with_logits=True)),
+      _init=jax.jit(lambda: init(boxed=False), out_shardings=shardings))

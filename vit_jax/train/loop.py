@@ -1,5 +1,8 @@
-"""The one trainer, in explicit phases: data -> mesh -> model -> shardings -> init/resume/load -> loop -> eval."""
-import logging
+"""The one trainer, in explicit phases: data -> Setup (build.setup) -> init/resume/load -> loop -> evals.
+
+The loop orchestrates: everything derived from the config comes from Setup; it reads only the keys
+of the phases it runs itself (data pipeline, checkpoints, logging cadence, evaluators, init_from).
+"""
 import math
 import os
 import signal
@@ -13,83 +16,77 @@ import tqdm
 from jax.experimental import multihost_utils
 
 from vit_jax import checkpoint, flops, parallel
-from vit_jax import evaluate as eval_metrics
 from vit_jax.data import pipeline, sources
 from vit_jax.train import build
+from vit_jax.train import evaluators as evaluators_lib
 from vit_jax.train.metric_log import MetricLog
 from vit_jax.train.state import TrainState
-from vit_jax.train.step import make_eval_step
 
 
 def setup(config: ml_collections.ConfigDict, source: sources.Source) -> build.Setup:
-  """Phases 1-3 for a data source: its class count and train-split size size the model and schedule."""
-  return build.setup(config, source.num_classes, source.num_examples(config.data.train_split))
+  """Setup for a data source: its class count, train-split size and label kind size the model, the
+  schedule and the loss."""
+  return build.setup(config, source.num_classes, source.num_examples(config.data.train_split),
+                     multi_label=source.multi_label)
 
 
-def initial_state(config, s: build.Setup, ckpt: "checkpoint.Checkpointer", workdir: str
+def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Keeps the resolved config of the run in <workdir>/config.json (process 0)."""
+  if jax.process_index() != 0:
+    return
+  os.makedirs(workdir, exist_ok=True)
+  partial = os.path.join(workdir, "config.json.partial")
+  with open(partial, "w") as f:
+    f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+  os.replace(partial, os.path.join(workdir, "config.json"))
+
+
+def load_init_weights(state: TrainState, s: build.Setup, init_from: str, workdir: str) -> TrainState:
+  """Fine-tuning: the pretrained weights of `init_from` in a fresh state, the head reset and the
+  position embeddings resized as the model's interface says; a report goes to init_report.txt."""
+  interface = s.model.interface
+  params, report = checkpoint.load_pretrained(
+      jax.device_get(state.params), init_from, has_class_token=interface.class_token,
+      keep_pre_logits=interface.representation_layer)
+  print(report.format(list_loaded=False))
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "init_report.txt"), "w") as f:
+      f.write(report.format() + "\n")
+  params = jax.device_put(params, s.state_shardings.params)
+  opt_state = jax.jit(s.tx.init, out_shardings=s.state_shardings.opt_state)(params)
+  model_state, lines = checkpoint.load_pretrained_model_state(
+      jax.device_get(state.model_state), init_from)
+  for line in lines:
+    print(line)
+  model_state = jax.device_put(model_state, s.state_shardings.model_state)
+  return state.replace(params=params, opt_state=opt_state, model_state=model_state)
+
+
+def initial_state(s: build.Setup, ckpt: "checkpoint.Checkpointer", workdir: str, init_from: str
                   ) -> tuple[TrainState, int]:
-  """Phase 4: resume from the workdir if it has a checkpoint, else init (and load pretrained weights)."""
+  """Resume from the workdir if it has a checkpoint, else init (and load pretrained weights).
+
+  Returns the state and the data position (the number of batches already consumed).
+  """
   if ckpt.latest_step() is not None:
     state, extra = ckpt.restore(abstract_state=s.abstract_state)
-    logging.info("resumed from step %d", int(state.step))
-    return state, int(extra.get("data_position", int(state.step)))
-  init = build.init_fn(s.model, s.tx, config.data.image_size, config.seed)
-  with parallel.activate(s.mesh, s.rules):
-    state = jax.jit(lambda: init(boxed=False), out_shardings=s.state_shardings)()
-  if config.init_from:
-    host_params = jax.device_get(state.params)
-    params, report = checkpoint.load_pretrained(
-        host_params, config.init_from,
-        has_class_token=getattr(s.model, "classifier", None) == "token",
-        keep_pre_logits=getattr(s.model, "representation_size", None) is not None)
-    print(report.format(list_loaded=False))
-    if jax.process_index() == 0:
-      with open(os.path.join(workdir, "init_report.txt"), "w") as f:
-        f.write(report.format() + "\n")
-    params = jax.device_put(params, s.state_shardings.params)
-    opt_state = jax.jit(s.tx.init, out_shardings=s.state_shardings.opt_state)(params)
-    model_state, lines = checkpoint.load_pretrained_model_state(
-        jax.device_get(state.model_state), config.init_from)
-    for line in lines:
-      print(line)
-    model_state = jax.device_put(model_state, s.state_shardings.model_state)
-    state = state.replace(params=params, opt_state=opt_state, model_state=model_state)
+    step = int(jax.device_get(state.step))
+    print(f"resuming from step {step} of {s.total_steps} ({ckpt.directory})"
+          + (": already finished" if step >= s.total_steps else ""))
+    return state, int(extra["data_position"])
+  state = s.init_state()
+  if init_from:
+    print(f"starting at step 0 of {s.total_steps} from the weights of {init_from}")
+    return load_init_weights(state, s, init_from, workdir), 0
+  print(f"starting at step 0 of {s.total_steps} from a random initialisation")
   return state, 0
 
 
-def evaluate(config, s: build.Setup, state: TrainState, source: sources.Source, split: str
-             ) -> dict[str, float]:
-  """Top-1 accuracy and mean loss over every example of a split (padded batches, masked); for
-  multi-label data also precision@1 and mean average precision."""
-  multi_label = getattr(source, "multi_label", False)
-  eval_step = jax.jit(make_eval_step(s.model, multi_label))
-  predict = jax.jit(lambda variables, images: s.model.apply(variables, images, train=False))
-  ranking = eval_metrics.Metrics()
-  totals = {"correct": 0.0, "loss_sum": 0.0, "count": 0.0}
-  batches = pipeline.eval_batches(
-      config.data, source=source, split=split, batch_size=config.eval_batch_size,
-      image_size=config.data.image_size, process_index=jax.process_index(),
-      process_count=jax.process_count())
-  with parallel.activate(s.mesh, s.rules):
-    for local in batches:
-      variables = {"params": state.params, **state.model_state}
-      batch = parallel.global_batch(local, s.mesh, s.rules)
-      sums = eval_step(variables, batch)
-      for key, value in jax.device_get(sums).items():
-        totals[key] += float(value)
-      if multi_label:  # ranking metrics need every score: gather them on the host
-        gathered = multihost_utils.process_allgather(
-            {"logits": predict(variables, batch["image"]), "label": batch["label"],
-             "mask": batch["mask"]}, tiled=True)
-        ranking.update(gathered["logits"], gathered["label"], gathered["mask"])
-  count = max(totals["count"], 1.0)
-  result = {"accuracy": totals["correct"] / count, "loss": totals["loss_sum"] / count,
-            "examples": totals["count"]}
-  if multi_label:
-    ranked = ranking.result()
-    result.update(precision_at_1=ranked["precision_at_1"],
-                  mean_average_precision=ranked["mean_average_precision"])
-  return result
+def evaluate_all(evaluators: list[evaluators_lib.Evaluator], state: TrainState
+                 ) -> dict[str, float]:
+  """Runs evaluators on the state's weights; metrics named '<evaluator>_<metric>'."""
+  variables = {"params": state.params, **state.model_state}
+  return {f"{e.name}_{key}": value for e in evaluators for key, value in e.run(variables).items()}
 
 
 class _Preemption:
@@ -131,60 +128,62 @@ class _Preemption:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Trains (resuming if the workdir has a checkpoint), evaluates on the test split, returns final metrics."""
+  """Trains (resuming if the workdir has a checkpoint), runs every evaluator at the end, returns
+  the final metrics ('<evaluator>_<metric>') with the step."""
   source = sources.get_source(config.data)
   s = setup(config, source)
   is_main = jax.process_index() == 0
-  log = MetricLog(workdir, enabled=is_main)
+  save_config(config, workdir)
   ckpt = checkpoint.Checkpointer(
       os.path.join(workdir, "checkpoints"), save_every=config.train.checkpoint_every,
       keep=config.train.keep_checkpoints)
-  state, position = initial_state(config, s, ckpt, workdir)
+  state, position = initial_state(s, ckpt, workdir, config.init_from)
+  step = int(jax.device_get(state.step))
+  log = MetricLog(workdir, enabled=is_main, resume_step=step)
   n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(s.abstract_state.params))
   print(f"{config.model_name}: {n_params:,} parameters; mesh {dict(s.mesh.shape)} ({config.sharding}); "
-        f"{s.total_steps} steps of batch {config.batch_size}")
+        f"{s.total_steps} steps of batch {s.batch_size}; loss {s.loss_name}")
+  evaluators = evaluators_lib.build_evaluators(config.evals, s, source, config.data,
+                                               config.eval_batch_size)
 
-  train_step = build.jit_train_step(
-      s, label_smoothing=config.train.label_smoothing, accum_steps=config.train.accum_steps,
-      multi_label=getattr(source, "multi_label", False))
-  if config.data.get("global_order", False):
-    parallel.check_process_rows(parallel.batch_sharding(s.mesh, s.rules, 1), config.batch_size)
+  if config.data.global_order:
+    parallel.check_process_rows(parallel.batch_sharding(s.mesh, s.rules, 1), s.batch_size)
   batches = pipeline.train_batches(
-      config.data, source=source, batch_size=config.batch_size, image_size=config.data.image_size,
-      seed=config.seed, start_step=position, process_index=jax.process_index(),
+      config.data, source=source, batch_size=s.batch_size, image_size=s.image_size,
+      seed=s.seed, start_step=position, process_index=jax.process_index(),
       process_count=jax.process_count(), augment=config.data.augment)
 
   # MFU: analytic training FLOPs per image over the peak of all devices at the compute dtype.
   train_flops = flops.train_flops_per_example(s.model)
   peak = flops.peak_flops_per_device(jnp.dtype(s.model.dtype).name) * s.mesh.devices.size
+  log_every = config.train.log_every
 
-  step = int(jax.device_get(state.step))
   progress = tqdm.tqdm(total=s.total_steps, initial=step, disable=not is_main, unit="step",
                        dynamic_ncols=True)
   window_start, window_steps = time.perf_counter(), 0
   with _Preemption() as preemption, parallel.activate(s.mesh, s.rules):
     while step < s.total_steps:
       batch = parallel.global_batch(next(batches), s.mesh, s.rules)
-      state, metrics = train_step(state, batch)
+      state, metrics = s.train_step(state, batch)
       step += 1
       window_steps += 1
       progress.update(1)
-      if step % config.train.log_every == 0 or step == s.total_steps:
+      if step % log_every == 0 or step == s.total_steps:
         metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
         if not np.isfinite(metrics["loss"]):
           raise FloatingPointError(
               f"loss is {metrics['loss']} at step {step}; lower optim.learning_rate or enable "
               "optim.grad_clip_norm, and resume from the last checkpoint")
         elapsed = time.perf_counter() - window_start
-        metrics["images_per_sec"] = window_steps * config.batch_size / max(elapsed, 1e-9)
+        metrics["images_per_sec"] = window_steps * s.batch_size / max(elapsed, 1e-9)
         metrics["mfu"] = metrics["images_per_sec"] * train_flops / peak
-        metrics["skipped_examples"] = float(getattr(batches, "skipped", 0))
+        metrics["skipped_examples"] = float(batches.skipped)
         log.write(step, metrics)
         progress.set_postfix(loss=f"{metrics['loss']:.4f}", acc=f"{metrics['accuracy']:.3f}")
         window_start, window_steps = time.perf_counter(), 0
-      if config.train.eval_every and step % config.train.eval_every == 0 and step < s.total_steps:
-        result = evaluate(config, s, state, source, config.data.test_split)
-        log.write(step, {f"test_{k}": v for k, v in result.items()})
+      due = [e for e in evaluators if e.due(step, s.total_steps)]
+      if due:
+        log.write(step, evaluate_all(due, state))
       # The manager saves every checkpoint_every steps; the last step and a preemption always save.
       preempted = preemption.reached(step)
       ckpt.save(step, state, {"data_position": step}, force=step == s.total_steps or preempted)
@@ -194,8 +193,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         raise SystemExit(f"preempted (SIGTERM): saved step {step}; rerun the same command to resume")
   progress.close()
   ckpt.wait_until_finished()
-  result = evaluate(config, s, state, source, config.data.test_split)
-  log.write(step, {f"test_{k}": v for k, v in result.items()})
+  result = evaluate_all(evaluators, state)
+  log.write(step, result)
   log.close()
   ckpt.close()
-  return {"step": step, **{f"test_{k}": v for k, v in result.items()}}
+  return {"step": step, **result}

@@ -1,7 +1,47 @@
-"""Classification losses: softmax cross-entropy (single label) and sigmoid cross-entropy (multi-label)."""
+"""Losses by name: `config.loss` picks a registered function; adding one is a function and a decorator.
+
+A loss maps (logits (B, K), labels, label_smoothing) to a per-example loss (B,) in float32; the train
+step averages it over the batch (and over micro-batches) and the eval step sums it over real examples.
+Labels are int (B,) class ids or (B, K) targets: multi-hot for multi-label data, a distribution for
+single-label data mixed or smoothed in the pipeline (mixup, cutmix, onehot).
+"""
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 import optax
+
+LossFn = Callable[..., jax.Array]
+_LOSSES: dict[str, LossFn] = {}
+AUTO = "auto"  # sigmoid_xent for multi-label sources, softmax_xent otherwise
+
+
+def register_loss(name: str) -> Callable[[LossFn], LossFn]:
+  """Decorator: makes `fn(logits, labels, *, label_smoothing) -> (B,)` available as config.loss=name."""
+  def register(fn: LossFn) -> LossFn:
+    if name in _LOSSES:
+      raise ValueError(f"loss {name!r} is registered twice")
+    _LOSSES[name] = fn
+    return fn
+  return register
+
+
+def available_losses() -> tuple[str, ...]:
+  return tuple(sorted(_LOSSES))
+
+
+def resolve_loss_name(name: str, multi_label: bool) -> str:
+  """The registered loss a config names; 'auto' follows the data's label kind."""
+  if name == AUTO:
+    return "sigmoid_xent" if multi_label else "softmax_xent"
+  if name not in _LOSSES:
+    raise ValueError(f"config.loss={name!r} is not a registered loss; choose one of "
+                     f"{', '.join((AUTO,) + available_losses())}")
+  return name
+
+
+def get_loss(name: str) -> LossFn:
+  return _LOSSES[resolve_loss_name(name, multi_label=False)]
 
 
 def smoothed_one_hot(labels: jax.Array, num_classes: int, smoothing: float) -> jax.Array:
@@ -10,25 +50,23 @@ def smoothed_one_hot(labels: jax.Array, num_classes: int, smoothing: float) -> j
   return one_hot * (1.0 - smoothing) + smoothing / num_classes
 
 
-def softmax_cross_entropy(logits: jax.Array, labels: jax.Array, smoothing: float = 0.0) -> jax.Array:
-  """Per-example loss for integer labels (B,) against logits (B, K)."""
-  targets = smoothed_one_hot(labels, logits.shape[-1], smoothing)
-  return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
-
-
-def sigmoid_cross_entropy(logits: jax.Array, multi_hot: jax.Array) -> jax.Array:
-  """Per-example loss for multi-hot targets (B, K): independent binary losses summed over classes (as big_vision)."""
-  losses = optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32), multi_hot.astype(jnp.float32))
-  return jnp.sum(losses, axis=-1)
-
-
-def classification_loss(logits: jax.Array, labels: jax.Array, smoothing: float = 0.0,
-                        multi_label: bool = False) -> jax.Array:
-  """Per-example loss. Integer (B,) labels: softmax CE with label smoothing. (B, K) targets: sigmoid CE
-  for multi-label data (each class its own yes/no), softmax CE against the target distribution for
-  single-label data whose targets were mixed or smoothed in the pipeline (mixup, cutmix, onehot)."""
+@register_loss("softmax_xent")
+def softmax_cross_entropy(logits: jax.Array, labels: jax.Array, *, label_smoothing: float = 0.0
+                          ) -> jax.Array:
+  """Softmax cross-entropy: int labels (smoothed by label_smoothing), or (B, K) target distributions
+  (used as given: the pipeline already mixed or smoothed them)."""
+  logits = logits.astype(jnp.float32)
   if labels.ndim == logits.ndim:
-    if multi_label:
-      return sigmoid_cross_entropy(logits, labels)
-    return optax.softmax_cross_entropy(logits.astype(jnp.float32), labels.astype(jnp.float32))
-  return softmax_cross_entropy(logits, labels, smoothing)
+    return optax.softmax_cross_entropy(logits, labels.astype(jnp.float32))
+  return optax.softmax_cross_entropy(logits, smoothed_one_hot(labels, logits.shape[-1], label_smoothing))
+
+
+@register_loss("sigmoid_xent")
+def sigmoid_cross_entropy(logits: jax.Array, labels: jax.Array, *, label_smoothing: float = 0.0
+                          ) -> jax.Array:
+  """Independent binary cross-entropies summed over classes (as big_vision), for multi-hot (B, K)
+  targets; int labels count as one-hot. label_smoothing moves each target s/2 towards 1/2."""
+  logits = logits.astype(jnp.float32)
+  targets = labels if labels.ndim == logits.ndim else jax.nn.one_hot(labels, logits.shape[-1])
+  targets = targets.astype(jnp.float32) * (1.0 - label_smoothing) + 0.5 * label_smoothing
+  return jnp.sum(optax.sigmoid_binary_cross_entropy(logits, targets), axis=-1)

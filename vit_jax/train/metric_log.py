@@ -1,4 +1,10 @@
-"""Where training metrics go: TensorBoard event files and a JSON-lines file in the workdir."""
+"""Where training metrics go: TensorBoard event files and a JSON-lines file in the workdir.
+
+A resumed run continues the same files: rows written after the step it resumes from (by a run that
+died before its next checkpoint) are dropped first, and a row already written for a step (the final
+evaluation of a finished run that is started again) is not written twice, so every step's rows
+appear once, however often the run is restarted.
+"""
 import json
 import os
 from typing import Mapping
@@ -9,18 +15,47 @@ from clu import metric_writers
 class MetricLog:
   """Writes scalar metrics per step to `<workdir>/metrics.jsonl` and TensorBoard (main process only)."""
 
-  def __init__(self, workdir: str, *, enabled: bool = True):
+  def __init__(self, workdir: str, *, enabled: bool = True, resume_step: int = 0):
+    """resume_step: the step the run restarts from; rows of later steps are removed."""
     self.enabled = enabled
     self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
     self._tensorboard = None
     if enabled:
       os.makedirs(workdir, exist_ok=True)
+      self._drop_rows_after(resume_step)
+      self._written = {(row["step"], frozenset(row) - {"step"}) for row in self.rows()}
       self._tensorboard = metric_writers.SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def _drop_rows_after(self, step: int) -> None:
+    rows = self.rows()
+    kept = [row for row in rows if row["step"] <= step]
+    if len(kept) == len(rows):
+      return
+    partial = self.jsonl_path + ".partial"
+    with open(partial, "w") as f:
+      f.writelines(json.dumps(row) + "\n" for row in kept)
+    os.replace(partial, self.jsonl_path)  # atomic: a crash leaves the old file or the new one
+
+  def rows(self) -> list[dict]:
+    """Every row written so far (empty for a new workdir); a torn last line is ignored."""
+    if not os.path.exists(self.jsonl_path):
+      return []
+    rows = []
+    with open(self.jsonl_path) as f:
+      for line in f:
+        try:
+          rows.append(json.loads(line))
+        except json.JSONDecodeError:
+          continue
+    return rows
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     if not self.enabled:
       return
     values = {key: float(value) for key, value in scalars.items()}
+    if (int(step), frozenset(values)) in self._written:
+      return
+    self._written.add((int(step), frozenset(values)))
     with open(self.jsonl_path, "a") as f:
       f.write(json.dumps({"step": int(step), **values}) + "\n")
     self._tensorboard.write_scalars(int(step), values)

@@ -7,22 +7,6 @@ import ml_collections
 import optax
 
 
-def default_optim_config() -> ml_collections.ConfigDict:
-  """Every optimizer key with its default, so configs can be locked and typos fail loudly."""
-  return ml_collections.ConfigDict(dict(
-      name="adamw",            # adam | adamw | sgd
-      learning_rate=1e-3,      # peak learning rate, reached after warmup
-      end_learning_rate=0.0,   # value at the last step
-      warmup_steps=0,
-      decay="cosine",          # cosine | linear | constant (after warmup)
-      b1=0.9, b2=0.999, eps=1e-8,
-      mu_dtype="",             # e.g. 'bfloat16' to halve Adam's first-moment memory; '' keeps float32
-      momentum=0.9, nesterov=False,  # sgd
-      weight_decay=0.0,        # decoupled; never applied to biases, norms, cls or position embeddings
-      grad_clip_norm=1.0,      # global-norm clipping; 0 disables
-  ))
-
-
 def learning_rate_schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
   """Linear warmup from 0 to the peak, then cosine or linear decay to end_learning_rate at total_steps."""
   if total_steps <= 0:

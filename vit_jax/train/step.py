@@ -1,4 +1,4 @@
-"""Pure train and eval steps: `train_step(state, batch) -> (state, metrics)`, jitted once by the loop."""
+"""Pure train and eval steps: `train_step(state, batch) -> (state, metrics)`, jitted once by build.setup."""
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vit_jax.train.losses import classification_loss
+from vit_jax.train.losses import LossFn
 from vit_jax.train.state import TrainState
 
 Batch = dict[str, jax.Array]
@@ -20,11 +20,20 @@ def accuracy_hits(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return (top == labels).astype(jnp.float32)
 
 
+def top_k_hits(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
+  """1.0 where the label (any positive, for multi-hot) is among the k highest-scored classes."""
+  _, top = jax.lax.top_k(logits, min(k, logits.shape[-1]))
+  if labels.ndim == logits.ndim:
+    return jnp.max(jnp.take_along_axis(labels, top, axis=-1), axis=-1).astype(jnp.float32)
+  return jnp.any(top == labels[:, None], axis=-1).astype(jnp.float32)
+
+
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule: optax.Schedule, *,
-                    label_smoothing: float = 0.0, accum_steps: int = 1, multi_label: bool = False
+                    loss_fn: LossFn, label_smoothing: float = 0.0, accum_steps: int = 1
                     ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
-  """Builds the step. With accum_steps > 1 the batch is split into micro-batches whose gradients are
-  averaged before a single optimizer update (same result as one big batch, less activation memory)."""
+  """Builds the step around a registered loss (vit_jax.train.losses). With accum_steps > 1 the batch
+  is split into micro-batches whose gradients are averaged before a single optimizer update (same
+  result as one big batch, less activation memory)."""
 
   def loss_fn(params, model_state, images, labels, rng):
     variables = {"params": params, **model_state}
@@ -33,7 +42,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule
                                         mutable=list(model_state))
     else:
       logits = model.apply(variables, images, train=True, rngs={"dropout": rng})
-    loss = jnp.mean(classification_loss(logits, labels, label_smoothing, multi_label))
+    loss = jnp.mean(loss_fn(logits, labels, label_smoothing=label_smoothing))
     return loss, (jnp.mean(accuracy_hits(logits, labels)), model_state)
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -75,9 +84,10 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule
   return train_step
 
 
-def make_eval_step(model: nn.Module, multi_label: bool = False
+def make_eval_step(model: nn.Module, loss_fn: LossFn, *, with_logits: bool = False
                    ) -> Callable[[Any, Batch], dict[str, jax.Array]]:
-  """Sums of correct predictions, loss and real examples over a padded batch (mask 0 = padding).
+  """Sums of top-1 and top-5 hits, loss and real examples over a padded batch (mask 0 = padding);
+  with_logits also returns the batch's float32 logits (for metrics that rank every score).
 
   The step takes all variables: {'params': ..., plus any model state such as 'batch_stats'}.
   """
@@ -85,11 +95,15 @@ def make_eval_step(model: nn.Module, multi_label: bool = False
   def eval_step(variables, batch: Batch):
     logits = model.apply(variables, batch["image"], train=False)
     mask = batch["mask"]
-    loss = classification_loss(logits, batch["label"], multi_label=multi_label)
-    return {
-        "correct": jnp.sum(accuracy_hits(logits, batch["label"]) * mask),
-        "loss_sum": jnp.sum(loss * mask),
+    labels = batch["label"]
+    sums = {
+        "correct": jnp.sum(accuracy_hits(logits, labels) * mask),
+        "correct_top5": jnp.sum(top_k_hits(logits, labels, 5) * mask),
+        "loss_sum": jnp.sum(loss_fn(logits, labels) * mask),
         "count": jnp.sum(mask),
     }
+    if with_logits:
+      sums["logits"] = logits.astype(jnp.float32)
+    return sums
 
   return eval_step
