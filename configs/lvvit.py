@@ -3,7 +3,7 @@
   python -m vit_jax.main --config=configs/lvvit.py:lvvit_s --workdir=DIR \
       --config.data.data_dir=/path/to/tensorflow_datasets
 
-Recipe (official TokenLabeling README / main.py, shared/specs/ARCHITECTURES.md section 7.2): 224 px, global
+Recipe (official TokenLabeling README / main.py, docs/architectures.md#lvvit-recipe): 224 px, global
 batch 1024, AdamW lr 1.6e-3 (1e-3 for L), weight decay 0.05, 300 epochs, 5 warmup epochs then cosine
 to 1e-5, label smoothing 0.1, no gradient clipping, no mixup/cutmix, drop-path 0.1 / 0.2 / 0.3 (S / M / L).
 The model trains on x_cls + 0.5 * max token logits, the output it is evaluated on (vit_jax/models/lvvit.py).

@@ -1,4 +1,4 @@
-"""TNT on ImageNet-1k from scratch with the official recipe (shared/specs/ARCHITECTURES.md section 5.2).
+"""TNT on ImageNet-1k from scratch with the official recipe (docs/architectures.md#tnt-recipe).
 
   python -m vit_jax.main --config=configs/tnt.py:tnt_s --workdir=gs-or-local-dir \
       --config.data.data_dir=/path/to/tensorflow_datasets

@@ -26,7 +26,8 @@ def init_params(**overrides) -> dict:
 
 
 def to_timm(params: dict) -> dict[str, np.ndarray]:
-  """Our params under timm names (ARCHITECTURES.md section 2.4), written independently of convert.py."""
+  """Our params under timm names (docs/architectures.md#vit-timm-mapping), written independently of
+  convert.py."""
   def linear(p):
     return {"weight": p["kernel"].T, "bias": p["bias"]}
 

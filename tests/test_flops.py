@@ -4,7 +4,7 @@ import pytest
 from vit_jax import flops
 from vit_jax.models import create_model
 
-# shared/specs/ARCHITECTURES.md §2.2 (matmul/conv MACs per image, 224 px, 1000 classes; torch's flop
+# docs/architectures.md#vit-variants (matmul/conv MACs per image, 224 px, 1000 classes; torch's flop
 # counter, printed to 3 decimals).
 PUBLISHED_GMACS = {"ViT-Ti/16": 1.254, "ViT-S/16": 4.599, "ViT-S/32": 1.143, "ViT-B/16": 17.564,
                    "ViT-B/32": 4.409, "ViT-L/16": 61.555, "ViT-L/32": 15.377, "ViT-H/14": 167.294}

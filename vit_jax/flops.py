@@ -52,7 +52,7 @@ def _xla_forward_flops(model: nn.Module) -> float:
 
 
 def forward_flops_per_example(model: nn.Module) -> float:
-  """Analytic for ViT (exact formula of shared/specs/ARCHITECTURES.md §2.2); XLA's count otherwise."""
+  """Analytic for ViT (the exact formula in docs/architectures.md#vit-variants); XLA's count otherwise."""
   if type(model) is VisionTransformer:  # pylint: disable=unidiomatic-typecheck  (subclasses differ)
     return 2.0 * vit_forward_macs(model)
   return _xla_forward_flops(model)

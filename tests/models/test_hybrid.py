@@ -46,7 +46,7 @@ def tiny():
   return model, jax.tree.map(np.asarray, nn.unbox(variables["params"]))
 
 
-# Published counts (shared/specs/VIT_JAX_FORMAT.md §3.3): 224 px, 1000 classes.
+# Published counts (docs/checkpoint_format.md#model-family): 224 px, 1000 classes.
 PUBLISHED = {
     "R50+ViT-B/16": 98_659_112, "R+ViT-Ti/16": 6_337_704, "R26+ViT-S/32": 36_431_912,
     "R26+ViT-B/32": 101_383_976, "R50+ViT-L/32": 328_994_856,

@@ -30,7 +30,8 @@ def count(tree):
   return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(tree))
 
 
-# ARCHITECTURES.md §7.2 (official code and README), 1000 classes; aux_head and BN affines included.
+# docs/architectures.md#lvvit-variants (official code and README), 1000 classes; aux_head and BN
+# affines included.
 PUBLISHED_EXACT = {
     ("LV-ViT-T", 224): 8_534_720, ("LV-ViT-S", 224): 26_151_824, ("LV-ViT-S", 384): 26_297_744,
     ("LV-ViT-M", 224): 55_830_544,

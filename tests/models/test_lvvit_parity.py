@@ -1,6 +1,6 @@
 """Our LV-ViT computes what the official LV-ViT code computes with the same weights (float32, 1e-5).
 
-The golden fixtures (tests/fixtures/lvvit_tiny_*.npz, copied from shared/fixtures) were made by running
+The golden fixtures (tests/fixtures/lvvit_tiny_*.npz, see docs/fixtures.md#lvvit) were made by running
 the official PyTorch LV_ViT (PyPI tlt 0.2.0) in eval mode with perturbed weights and BatchNorm statistics:
 LV_ViT(img_size=64, patch_size=16, embed_dim=64, depth=2, num_heads=2, mlp_ratio=3., p_emb=..., skip_lam=...,
 return_dense=True, mix_token=True, num_classes=10). This test needs no torch.

@@ -26,7 +26,7 @@ def flat_shapes(params):
           for path, leaf in jax.tree_util.tree_leaves_with_path(params)}
 
 
-# Published counts (shared/specs/ARCHITECTURES.md §4.2): 224 px, 1000 classes.
+# Published counts (docs/architectures.md#bit-variants): 224 px, 1000 classes.
 PUBLISHED = {
     "BiT-R50x1": 25_549_352, "BiT-R50x3": 217_319_080, "BiT-R101x1": 44_541_480,
     "BiT-R101x3": 387_934_888, "BiT-R152x2": 236_335_208, "BiT-R152x4": 936_533_224,

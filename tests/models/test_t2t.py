@@ -15,10 +15,11 @@ from vit_jax.models.t2t import soft_split, sinusoid_table
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
 
-# ARCHITECTURES.md §6.3, 224 px, 1000 classes: (all, trainable). "all" counts what the official
-# model.parameters() holds: the trainable weights plus the fixed sinusoid table (197 x D, which we
-# compute instead of storing) plus, for the Performer, the two fixed (32, 64) matrices `w` (which we
-# keep in the 'constants' collection). Our 'params' collection is exactly the trainable column.
+# docs/architectures.md#t2t-variants, 224 px, 1000 classes: (all, trainable). "all" counts what the
+# official model.parameters() holds: the trainable weights plus the fixed sinusoid table (197 x D,
+# which we compute instead of storing) plus, for the Performer, the two fixed (32, 64) matrices `w`
+# (which we keep in the 'constants' collection). Our 'params' collection is exactly the trainable
+# column.
 PUBLISHED = {
     "T2T-ViT-7": (4_310_222, 4_255_694),
     "T2T-ViT-10": (5_889_230, 5_834_702),

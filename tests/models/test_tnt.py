@@ -32,7 +32,7 @@ def flat_shapes(params):
           for path, leaf in jax.tree_util.tree_leaves_with_path(params)}
 
 
-# timm counts (shared/specs/ARCHITECTURES.md section 5.2): 224 px, 1000 classes, without the official
+# timm counts (docs/architectures.md#tnt-variants): 224 px, 1000 classes, without the official
 # code's frozen, unused `outer_tokens`.
 PUBLISHED = {"TNT-S/16": 23_768_584, "TNT-B/16": 65_428_680, "TNT-test": 75_144}
 

@@ -21,7 +21,7 @@ def count(params):
   return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params))
 
 
-# Published counts (shared/specs/VIT_JAX_FORMAT.md §3.3): 224 px, 1000 classes.
+# Published counts (docs/checkpoint_format.md#model-family): 224 px, 1000 classes.
 PUBLISHED = {
     "ViT-Ti/16": 5_717_416, "ViT-S/16": 22_050_664, "ViT-S/32": 22_878_952,
     "ViT-B/8": 86_576_872, "ViT-B/16": 86_567_656, "ViT-B/32": 88_224_232,

@@ -1,8 +1,8 @@
 """Specification of token labeling: dense targets and loss equal the official ones; MixToken box semantics.
 
-tests/fixtures/token_label_targets.npz (copied from shared/fixtures) holds the official
+tests/fixtures/token_label_targets.npz (docs/fixtures.md#token-label-targets) holds the official
 `mixup_target(label_maps_topk, num_classes=10, lam=1.0, smoothing=0.1, label_size=4)` and
-`TokenLabelCrossEntropy(dense_weight=0.5, cls_weight=1.0)` values for random logits (see its README).
+`TokenLabelCrossEntropy(dense_weight=0.5, cls_weight=1.0)` values for random logits.
 """
 import pathlib
 

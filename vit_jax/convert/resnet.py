@@ -1,7 +1,7 @@
 """timm ResNetV2 names -> ours: BiT (`resnetv2_50x1_bit` ...), R+ViT hybrids (`vit_base_r50_s16_224` ...).
 
-shared/specs/ARCHITECTURES.md §3.3 (hybrid) and §4.4 (BiT). timm's numerics differ from the official
-models in two epsilons; convert with them for an exact match:
+docs/architectures.md#hybrid-timm-mapping (hybrid) and #bit-timm-mapping (BiT). timm's numerics
+differ from the official models in two epsilons; convert with them for an exact match:
   BiT:    from_torch('BiT-R50x1', sd, weight_std_epsilon=1e-8)
   hybrid: from_torch('R50+ViT-B/16', sd, group_norm_epsilon=1e-5, weight_std_epsilon=1e-8,
                      weight_std_form='sqrt_var', gelu_approximate=False)

@@ -28,7 +28,7 @@ def _t2t_layer_rules(model: T2TViT, index: int) -> list[Rule]:
 
 
 def t2t_rules(model: T2TViT, keys: set[str]) -> list[Rule]:
-  """Official T2T-ViT names -> ours (ARCHITECTURES.md section 8.2 lists the official keys)."""
+  """Official T2T-ViT names -> ours (docs/architectures.md#reference-names lists the official keys)."""
   performer_keys = any(k.endswith(".kqv.weight") for k in keys if k.startswith("tokens_to_token."))
   transformer_keys = any(k.endswith(".attn.qkv.weight") for k in keys
                          if k.startswith("tokens_to_token."))

@@ -1,6 +1,7 @@
 """The timm TNT (`tnt_s_patch16_224`, `tnt_b_patch16_224`) -> vit_jax TNT mapping.
 
-timm names, layouts and the official ones are in shared/specs/ARCHITECTURES.md sections 5.1 and 5.3.
+timm names, layouts and the official ones are in docs/architectures.md#tnt-op-order and
+#tnt-official-names.
 """
 import re
 
@@ -33,7 +34,7 @@ def _pixel_pos(w: np.ndarray) -> np.ndarray:
 # State dicts that are some other TNT: converting them would compute a different function.
 _UNSUPPORTED = {
     r"^outer_pos$": "the official repository's names (outer_pos, inner_pos, patch_embed, ...); rename "
-                    "them to timm's (shared/specs/ARCHITECTURES.md section 5.3, timm checkpoint_filter_fn)",
+                    "them to timm's (docs/architectures.md#tnt-official-names, timm checkpoint_filter_fn)",
     r"^blocks\.\d+\.proj\.bias$": "the legacy TNT (timm tnt_s_legacy_patch16_224: convolution over the "
                                   "whole image, per-word LayerNorm in the projection)",
     r"\.attn_(in|out)\.(qk|v)\.bias$": "q/k/v biases (timm qkv_bias=True); TNT has none",

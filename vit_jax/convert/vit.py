@@ -1,4 +1,4 @@
-"""The timm VisionTransformer -> vit_jax ViT mapping (shared/specs/ARCHITECTURES.md section 2.4)."""
+"""The timm VisionTransformer -> vit_jax ViT mapping (docs/architectures.md#vit-timm-mapping)."""
 import re
 
 from vit_jax.convert.core import (Rule, conv_kernel, dense_rules, identity, layer_norm_rules,
@@ -23,7 +23,7 @@ _TIMM_VIT_UNSUPPORTED = {
 
 
 def vit_rules(model: VisionTransformer, keys: set[str]) -> list[Rule]:
-  """The timm VisionTransformer <-> vit_jax mapping (ARCHITECTURES.md section 2.4)."""
+  """The timm VisionTransformer <-> vit_jax mapping (docs/architectures.md#vit-timm-mapping)."""
   for pattern, feature in _TIMM_VIT_UNSUPPORTED.items():
     found = sorted(k for k in keys if re.search(pattern, k))
     if found:

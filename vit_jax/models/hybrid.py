@@ -71,7 +71,7 @@ def _hybrid(resnet_layers, hidden_size, mlp_dim, num_heads, num_layers, patch_si
       num_layers=num_layers, patch_size=patch_size, **extra))
 
 
-# The public vit_jax hybrid configs (configs/models.py); counts in VIT_JAX_FORMAT.md §3.3.
+# The public vit_jax hybrid configs (configs/models.py); counts in docs/checkpoint_format.md#model-family.
 VARIANTS: dict[str, Variant] = {
     "R50+ViT-B/16": _hybrid((3, 4, 9), 768, 3072, 12, 12, 1),
     "R26+ViT-S/32": _hybrid((2, 2, 2, 2), 384, 1536, 6, 12, 1),

@@ -1,5 +1,5 @@
 """LV-ViT (Jiang et al. 2021, "All Tokens Matter"): a ViT with a BatchNorm conv stem, residual branches
-scaled by 1/skip_lam and a dense auxiliary head on the patch tokens (shared/specs/ARCHITECTURES.md §7).
+scaled by 1/skip_lam and a dense auxiliary head on the patch tokens (docs/architectures.md#lvvit).
 
 Numerics follow the official code (zihangJiang/TokenLabeling tlt/models/lvvit.py): q/k/v without bias,
 LayerNorm eps 1e-5, exact GELU, BatchNorm eps 1e-5 with torch's momentum 0.1. The evaluated output is
@@ -236,7 +236,7 @@ def _lvvit(hidden_size, num_layers, num_heads, skip_lam, stem_channels=64, patch
       defaults={"num_classes": 1000, "image_size": 224, **defaults})
 
 
-# Official lvvit_t / lvvit_s / lvvit_m / lvvit_l (ARCHITECTURES.md §7.2).
+# Official lvvit_t / lvvit_s / lvvit_m / lvvit_l (docs/architectures.md#lvvit-variants).
 VARIANTS: dict[str, Variant] = {
     "LV-ViT-T": _lvvit(240, 12, 4, 1.0),
     "LV-ViT-S": _lvvit(384, 16, 6, 2.0),

@@ -234,7 +234,8 @@ def _bit(block_sizes, width_factor, **extra):
   return Variant(ResNetV2, dict(block_sizes=block_sizes, width_factor=width_factor, **extra))
 
 
-# BiT (Kolesnikov et al. 2020, the official bit_jax KNOWN_MODELS); counts in ARCHITECTURES.md §4.2.
+# BiT (Kolesnikov et al. 2020, the official bit_jax KNOWN_MODELS); counts in
+# docs/architectures.md#bit-variants.
 VARIANTS: dict[str, Variant] = {
     "BiT-R50x1": _bit((3, 4, 6, 3), 1),
     "BiT-R50x3": _bit((3, 4, 6, 3), 3),

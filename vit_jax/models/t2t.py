@@ -300,7 +300,8 @@ def _t2t(hidden_size, num_layers, num_heads, mlp_ratio, tokens_type="performer",
       mlp_dim=int(hidden_size * mlp_ratio), tokens_type=tokens_type, **extra))
 
 
-# Dimensions of the official models/t2t_vit.py constructors (token_dim 64), ARCHITECTURES.md §6.3.
+# Dimensions of the official models/t2t_vit.py constructors (token_dim 64):
+# docs/architectures.md#t2t-variants.
 VARIANTS: dict[str, Variant] = {
     "T2T-ViT-7": _t2t(256, 7, 4, 2.0),
     "T2T-ViT-10": _t2t(256, 10, 4, 2.0),

@@ -4,7 +4,7 @@ Each 16x16 patch is cut into 4x4 "words" by its own 7x7/4 convolution (every pat
 own). An inner transformer mixes the words of each patch; after every inner block the words of a patch
 are flattened and projected onto that patch's token, and an outer ViT-style transformer mixes the
 patches. Op order, eps and activations follow the official code (= timm `tnt_s_patch16_224`), see
-shared/specs/ARCHITECTURES.md section 5.1.
+docs/architectures.md#tnt-op-order.
 """
 import math
 from typing import Any, Optional
@@ -193,7 +193,7 @@ def _tnt(outer_dim, inner_dim, num_layers, outer_num_heads, inner_num_heads, pat
       inner_stride=inner_stride, **extra))
 
 
-# Dimensions from the TNT paper / official code (shared/specs/ARCHITECTURES.md section 5.2).
+# Dimensions from the TNT paper / official code (docs/architectures.md#tnt-variants).
 VARIANTS: dict[str, Variant] = {
     "TNT-S/16": _tnt(384, 24, 12, 6, 4),
     "TNT-B/16": _tnt(640, 40, 12, 10, 4),

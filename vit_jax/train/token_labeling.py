@@ -3,7 +3,7 @@
 A machine annotator's score map per training image is stored as its top-k logits and class indices on an
 (H', W') grid (official: NFNet-F6, top-5 on 18x18). For each augmented crop the targets are read off the
 map with RoIAlign over the crop box: a (label_size x label_size) grid for the patch tokens and a 1x1 cell
-for the class token, softmaxed and label-smoothed (shared/specs/ARCHITECTURES.md section 7.4). The loss
+for the class token, softmaxed and label-smoothed (docs/architectures.md#token-labeling). The loss
 pairs them with LVViT's DenseOutput (models/lvvit.py), whose MixToken box mixes the class target.
 Everything here is jnp and jittable, so it can run inside the train step on the batch's devices.
 """
