@@ -1,15 +1,14 @@
 """Keeps freed host memory mapped, so XLA:CPU does not page its step buffers in again every step.
 
-XLA:CPU allocates a step's temporaries as one block (1.6 GB for ViT-B/16 at batch 8) with malloc on
-a worker thread and frees it when the step ends. glibc serves a block that size from mmap in the
-worker thread's own arena and gives it back with munmap, so every step faults about 400k fresh
-pages in and has the kernel zero them: 0.85 s of system time per 5.3 s f32 train step on a 2-core
-host. `keep_freed_pages` tells glibc to use one arena, never to hand blocks to mmap and never to
-trim the heap, so the next step reuses the same pages: ViT-B/16 steps about 9% faster, ViT-Ti/16 at
-batch 32 fed by the JPEG pipeline about 17%. The cost is memory: the process keeps its high-water
-mark, and while other threads (tf.data) allocate, their buffers can split a freed block so that the
-heap grows by another block or two before it settles (ViT-B/16: 3.57 GB resident instead of 3.27;
-ViT-Ti/16 with the JPEG pipeline: a 7.3 GB peak instead of 3.4).
+XLA:CPU allocates a step's temporaries as one large block with malloc on a worker thread and frees
+it when the step ends. glibc serves a block that size from mmap in the worker thread's own arena
+and gives it back with munmap, so every step faults all its pages in afresh and has the kernel
+zero them, in system time. `keep_freed_pages` tells glibc to use one arena, never to hand blocks to
+mmap and never to trim the heap, so the next step reuses the same pages. The cost is memory: the
+process keeps its high-water mark, and while other threads (tf.data) allocate, their buffers can
+split a freed block so that the heap grows by another block or two before it settles. Measured
+fault counts, step times and resident sizes: experiments/README.md, section "Page faults,
+transposed copies and bf16 bias gradients".
 
 It must run before any thread starts (a thread that already has an arena keeps it), so entry points
 call it first thing, before importing jax. It does nothing where an accelerator plugin is installed

@@ -31,7 +31,7 @@ def hide_gpus_from_tensorflow() -> None:
 def keep_tensorflow_threads_few() -> None:
   """Gives TensorFlow's global op pools one thread each: TF runs only the input pipeline, whose ops
   run in tf.data's private pool (data.threads), and idle threads of larger pools spin on the cores
-  XLA computes on (measured: the default config's step 2-5% slower with the default pools)."""
+  XLA computes on (figures: experiments/README.md, section "Input pipeline")."""
   try:
     tf.config.threading.set_inter_op_parallelism_threads(1)
     tf.config.threading.set_intra_op_parallelism_threads(1)

@@ -2,8 +2,8 @@
 
 The forward product is one dot_general with preferred_element_type=float32. Its autodiff transpose is
 not: it multiplies the float32 cotangent with a bf16 operand, so JAX converts both to float32 and the
-two gradient products run at the float32 rate (on an H200, ViT-B/16 trained at 0.60x timm's bf16
-autocast because of it). `dense` therefore has its own backward pass that casts the cotangent to
+two gradient products run at the float32 rate (what that cost on an H200: experiments/README.md,
+section "On a GPU"). `dense` therefore has its own backward pass that casts the cotangent to
 bf16, so both gradient products are bf16 x bf16 -> f32 on every backend, as in PyTorch's autocast;
 `add_bias` sums a bf16 bias's gradient in float32.
 On CPU the weight gradient also takes a materialized x^T: XLA:CPU's bf16 kernels do not take a
@@ -73,8 +73,9 @@ def dense(x: jax.Array, kernel: jax.Array, dtype: Dtype, contract: int = 1) -> j
   n_shape = kernel.shape[contract:]
   # Always one 2-D (m, k) x (k, n) product. XLA:CPU runs the 2-D weight gradient (contracting the
   # token axis of both operands) in its Eigen kernel as it is, while the N-D form of a q/k/v or out
-  # projection, kernel (D, heads, head_dim), got a transposed copy of an activation or cotangent
-  # around each gradient product: 2% of the f32 ViT-B/16 step.
+  # projection, kernel (D, heads, head_dim), gets a transposed copy of an activation or cotangent
+  # around each gradient product (its cost: experiments/README.md, section "Page faults,
+  # transposed copies and bf16 bias gradients").
   k, n = math.prod(k_shape), math.prod(n_shape)
   x2, kernel2 = x.reshape(-1, k), kernel.reshape(k, n)
   y = _dense_2d(x2, kernel2) if _own_backward(dtype) else _dot(x2, kernel2, _X_TIMES_W)
@@ -100,9 +101,9 @@ _add_bias_low_precision.defvjp(_add_bias_forward, _add_bias_backward)
 
 def add_bias(y: jax.Array, bias: jax.Array) -> jax.Array:
   """y + bias in y's dtype (bias broadcast over y's leading axes). In bf16 the bias gradient is summed
-  in float32: autodiff's bf16 sum made XLA:CPU materialize a float32 copy of the cotangent and
-  tree-reduce it with reduce-windows (a ViT-B/16 MLP's fc1 backward: 86 ms vs 64 ms this way; the
-  bf16 train step 11% faster)."""
+  in float32: autodiff's bf16 sum makes XLA:CPU materialize a float32 copy of the cotangent and
+  tree-reduce it with reduce-windows (figures: experiments/README.md, section "Page faults,
+  transposed copies and bf16 bias gradients")."""
   if jnp.dtype(y.dtype) == jnp.float32:
     return y + bias.astype(y.dtype)
   return _add_bias_low_precision(y, bias)
