@@ -7,13 +7,17 @@ Paper: SGD momentum 0.9, batch 4096, lr 0.03 x batch/256 = 0.48, 5000 linear war
 weight decay 1e-4, inception crop + flip at 224, no gradient clipping. The paper divides the learning rate
 by 10 at epochs 30, 60 and 80; this trainer's schedules are cosine/linear/constant, so cosine stands in.
 """
-from vit_jax.configuration import base_config, imagenet_data
+from vit_jax.configuration import base_config, imagenet_data, small_digits_job
 
 VARIANTS = ("R50x1", "R50x3", "R101x1", "R101x3", "R152x2", "R152x4")
 
 
 def get_config(variant="R50x1"):
   """`variant` is the depth and width, e.g. 'R50x1' (or the registry name 'BiT-R50x1')."""
+  if variant == "test":  # BiT-testing on the embedded digits, a few steps
+    config = base_config("BiT-testing")
+    small_digits_job(config)
+    return config.lock()
   variant = variant[len("BiT-"):] if variant.startswith("BiT-") else variant
   if variant not in VARIANTS:
     raise ValueError(f"configs/bit.py takes one of {', '.join(VARIANTS)}, got {variant!r}")

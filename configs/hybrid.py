@@ -9,7 +9,7 @@ norm 1, 300 epochs at 224 px. The paper pre-trains its hybrids on ImageNet-21k /
 its ImageNet-1k ViT recipe to them. Fine-tune at 384 with `--config.init_from=...` and a larger
 data.image_size: the position embeddings are resized (grid image_size / total stride).
 """
-from vit_jax.configuration import base_config, imagenet_data
+from vit_jax.configuration import base_config, imagenet_data, small_digits_job
 
 # Short names (as in the public checkpoint names R50_B_16, R26_S_32 ...) -> registry names.
 VARIANTS = {
@@ -23,6 +23,10 @@ VARIANTS = {
 
 def get_config(variant="R50+B/16"):
   """`variant` picks the size: 'R50+B/16', 'R26+S/32', ... (or the registry name 'R50+ViT-B/16')."""
+  if variant == "test":  # R+ViT-testing on the embedded digits, a few steps
+    config = base_config("R+ViT-testing")
+    small_digits_job(config)
+    return config.lock()
   name = VARIANTS.get(variant, variant)
   if name not in VARIANTS.values():
     raise ValueError(f"configs/hybrid.py takes one of {', '.join(VARIANTS)}, got {variant!r}")

@@ -11,7 +11,7 @@ Not represented here: token labeling with MixToken (the model and the loss exist
 vit_jax/train/token_labeling.py; the trainer does not call them yet), RandAugment rand-m9-mstd0.5-inc1
 (rand-n3-m9 for L), random erasing 0.25, EMA 0.99992 and the 10 cool-down epochs.
 """
-from vit_jax.configuration import base_config, imagenet_data
+from vit_jax.configuration import base_config, imagenet_data, small_digits_job
 
 IMAGENET_TRAIN_EXAMPLES = 1_281_167
 _BATCH_SIZE = 1024
@@ -25,6 +25,10 @@ VARIANTS = {
 
 def get_config(variant="lvvit_s"):
   """The locked config of one LV-ViT variant: 'lvvit_s', 'lvvit_m' or 'lvvit_l'."""
+  if variant == "test":  # LV-ViT-test on the embedded digits, a few steps
+    config = base_config("LV-ViT-test")
+    small_digits_job(config)
+    return config.lock()
   if variant not in VARIANTS:
     raise ValueError(f"configs/lvvit.py takes one of {', '.join(VARIANTS)}, got {variant!r}")
   model_name, learning_rate, drop_path = VARIANTS[variant]

@@ -9,7 +9,7 @@ lite models (-7/-10/-12) lr 1e-3 and weight decay 0.03. Not represented here: th
 cool-down epochs at the minimum learning rate, RandAugment, Mixup/CutMix, random erasing and
 repeated augmentation.
 """
-from vit_jax.configuration import base_config, imagenet_data
+from vit_jax.configuration import base_config, imagenet_data, small_digits_job
 
 _IMAGENET_TRAIN_EXAMPLES = 1_281_167
 _BATCH_SIZE = 512
@@ -29,6 +29,10 @@ _VARIANTS = {
 
 def get_config(variant="t2t_vit_14"):
   """The locked config of one T2T-ViT variant, e.g. 't2t_vit_14' or 't2t_vit_t_24'."""
+  if variant == "test":  # T2T-ViT-test on the embedded digits, a few steps
+    config = base_config("T2T-ViT-test")
+    small_digits_job(config)
+    return config.lock()
   if variant not in _VARIANTS:
     raise ValueError(f"configs/t2t.py takes one of {', '.join(_VARIANTS)}, got {variant!r}")
   model_name, learning_rate, weight_decay = _VARIANTS[variant]

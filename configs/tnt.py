@@ -7,13 +7,17 @@ Official: 300 epochs, AdamW lr 1e-3 at batch 1024, weight decay 0.05, drop-path 
 (5 warmup epochs, cosine to 1e-5, label smoothing 0.1, no gradient clipping). Its RandAugment m9, mixup
 0.8, cutmix 1.0, random erasing 0.25, repeated augmentation and EMA are not part of this trainer.
 """
-from vit_jax.configuration import base_config, imagenet_data
+from vit_jax.configuration import base_config, imagenet_data, small_digits_job
 
 VARIANTS = {"tnt_s": "TNT-S/16", "tnt_b": "TNT-B/16"}
 IMAGENET_TRAIN_EXAMPLES = 1_281_167
 
 
 def get_config(variant="tnt_s"):
+  if variant == "test":  # TNT-test on the embedded digits, a few steps
+    config = base_config("TNT-test")
+    small_digits_job(config)
+    return config.lock()
   if variant not in VARIANTS:
     raise ValueError(f"configs/tnt.py takes one of {sorted(VARIANTS)}, got {variant!r}")
   config = base_config(VARIANTS[variant])

@@ -1,6 +1,8 @@
 """Specification of configs: locked keys, durations in steps/epochs/examples, the shipped config files."""
 import importlib.util
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -45,7 +47,7 @@ def test_exactly_one_duration_must_be_set():
 
 
 def test_model_overrides_are_only_the_fields_set():
-  config = base_config()
+  config = base_config("ViT-B/16")
   assert model_overrides(config) == {}
   config.model.hidden_size = 64
   config.model.gelu_approximate = False
@@ -63,3 +65,40 @@ def test_default_job_configs_are_locked_and_complete(stage):
 def test_default_finetune_doubles_the_resolution():
   assert (load_config_file("default", "finetune").data.image_size
           == 2 * load_config_file("default", "pretrain").data.image_size)
+
+
+CONFIG_ARGS = [("default", "pretrain"), ("default", "finetune"), ("bit", "R50x1"), ("bit", "test"),
+               ("hybrid", "R50+B/16"), ("hybrid", "test"), ("tnt", "tnt_s"), ("tnt", "test"),
+               ("t2t", "t2t_vit_14"), ("t2t", "test"), ("lvvit", "lvvit_s"), ("lvvit", "test")]
+
+
+def test_every_config_loads_without_jax_or_tensorflow():
+  """A host parses its config before anything else: the schema and config files import neither."""
+  loads = "\n".join(f"load({name!r}, {arg!r})" for name, arg in CONFIG_ARGS)
+  code = (
+      "import importlib.util, sys\n"
+      "def load(name, arg):\n"
+      f"  spec = importlib.util.spec_from_file_location(name, {str(CONFIGS)!r} + '/' + name + '.py')\n"
+      "  module = importlib.util.module_from_spec(spec)\n"
+      "  spec.loader.exec_module(module)\n"
+      "  assert module.get_config(arg).is_locked\n"
+      f"{loads}\n"
+      "print(sorted({m.split('.')[0] for m in sys.modules} & {'jax', 'jaxlib', 'flax', 'optax', "
+      "'tensorflow', 'tensorflow_datasets'}))")
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("name, arg", CONFIG_ARGS)
+def test_every_config_sets_only_fields_of_its_model_family(name, arg):
+  config = load_config_file(name, arg)
+  assert set(config.model) <= set(base_config(config.model_name).model)
+  assert config.evals.test.type == "classification"
+
+
+def test_family_configs_expose_their_family_fields():
+  assert "skip_lam" in load_config_file("lvvit", "lvvit_s").model
+  assert "inner_dim" in load_config_file("tnt", "tnt_s").model
+  assert "tokens_type" in load_config_file("t2t", "t2t_vit_14").model
+  assert "hidden_size" not in load_config_file("bit", "R50x1").model

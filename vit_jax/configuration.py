@@ -51,18 +51,43 @@ def data_config() -> ml_collections.ConfigDict:
 
 
 def optim_config() -> ml_collections.ConfigDict:
-  """config.optim: the optimizer, its schedule and per-parameter treatment (vit_jax.train.optim)."""
+  """config.optim: the optimizer, its schedule and per-parameter treatment (vit_jax.train.optim).
+
+  Parameter rules match a whole '/'-joined parameter path (re.fullmatch), e.g.
+  'Transformer/encoderblock_3/MlpBlock_0/Dense_0/kernel'; a rule that matches nothing is an error.
+  Linear probe: freeze='(?!head/).*'. Head-only fine-tuning at 10x: lr_mults=('head/.*=10',).
+  """
   return ml_collections.ConfigDict(dict(
-      name="adamw",            # adam | adamw | sgd
+      # adamw: decoupled weight decay, -lr * (adam(g) + wd * p); adam: weight decay as an L2 term
+      # added to the gradient before the moments (torch.optim.Adam); sgd: momentum, then + wd * p;
+      # 'optax:<name>': optax.<name>(**args), any optax optimizer (given learning_rate=the schedule,
+      # plus optim.weight_decay decoupled and scaled by the schedule) or gradient transformation
+      # (followed by the weight decay and -schedule). Registry: vit_jax.train.optim.register_optimizer.
+      name="adamw",
+      args={},                 # keyword arguments of an 'optax:<name>' optimizer, set in config files
       learning_rate=1e-3,      # peak learning rate, reached after warmup
-      end_learning_rate=0.0,   # value at the last step
+      end_learning_rate=0.0,   # value at the last step (cosine, linear)
       warmup_steps=0,
-      decay="cosine",          # cosine | linear | constant (after warmup)
-      b1=0.9, b2=0.999, eps=1e-8,
+      # After warmup: cosine | linear | constant | steps (learning_rate * decay_factor**k after the
+      # k-th of `boundaries`, increasing fractions of the total steps, e.g. (1/3, 2/3, 8/9)).
+      decay="cosine",
+      boundaries=(),
+      decay_factor=0.1,
+      b1=0.9, b2=0.999, eps=1e-8,  # adam, adamw
       mu_dtype="",             # e.g. 'bfloat16' to halve Adam's first-moment memory; '' keeps float32
       momentum=0.9, nesterov=False,  # sgd
-      weight_decay=0.0,        # decoupled; never applied to biases, norms, cls or position embeddings
-      grad_clip_norm=1.0,      # global-norm clipping; 0 disables
+      weight_decay=0.0,        # never applied to biases, norms, cls or position embeddings
+      grad_clip_norm=1.0,      # global-norm clipping of the trained parameters' gradients; 0 disables
+      # Per-parameter multipliers: 'regex=multiplier' strings, the first matching rule wins, default 1.
+      lr_mults=(),             # e.g. ('head/.*=10',)
+      wd_mults=(),             # multiplies weight_decay on the decayed kernels, e.g. ('head/.*=0',)
+      freeze="",               # regex of parameters that get no update and no optimizer state
+      # BEiT/timm layer-wise lr decay (0 = off): lr * layer_decay**(num_layers + 1 - layer_id), layer_id
+      # 0 for the embeddings, i+1 for block i, num_layers+1 for the final norm and head.
+      layer_decay=0.0,
+      # EMA of the weights (0 = off): ema = d * ema + (1 - d) * params after each step, kept in the
+      # optimizer state (sharded and checkpointed with it); vit_jax.train.optim.ema_params reads it.
+      ema_decay=0.0,
   ))
 
 
@@ -124,6 +149,23 @@ def imagenet_data(config: ml_collections.ConfigDict, image_size: int = 224) -> N
   config.data.augment.crop = "inception"
   config.data.augment.area_min = 0.08
   config.data.augment.flip = True
+
+
+def small_digits_job(config: ml_collections.ConfigDict, image_size: int = 32) -> None:
+  """The family configs' 'test' argument: their tiny variant on the embedded digits, a few steps of
+  a small batch, so that every family runs end to end on a laptop (and in the tests)."""
+  config.data.source = "digits"
+  config.data.image_size = image_size
+  config.data.augment.area_min = 0.8   # an 8x8 digit loses its identity under small crops
+  config.data.augment.flip = False      # a mirrored digit is another glyph
+  config.batch_size = 32
+  config.eval_batch_size = 128
+  config.train.epochs = 0.0
+  config.train.steps = 4
+  config.train.log_every = 2
+  config.train.checkpoint_every = 4
+  config.evals.test.every = 0
+  config.optim.warmup_steps = 1
 
 
 def model_overrides(config: ml_collections.ConfigDict) -> dict:

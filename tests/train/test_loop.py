@@ -56,22 +56,64 @@ def test_run_writes_metrics_checkpoints_and_tensorboard(six_step_run):
   assert checkpoint.Checkpointer(workdir / "checkpoints").all_steps() == [3, 6]
 
 
-def test_restart_continues_from_the_saved_step_to_the_same_result(six_step_run, tmp_path):
+def test_the_workdir_keeps_the_resolved_config(six_step_run):
+  workdir, _ = six_step_run
+  saved = json.loads((workdir / "config.json").read_text())
+  assert saved["model_name"] == "ViT-micro/4" and saved["train"]["steps"] == 6
+  assert saved["evals"]["test"]["type"] == "classification"
+
+
+def test_restart_continues_from_the_saved_step_to_the_same_result(six_step_run, tmp_path, capsys):
   straight, _ = six_step_run
   interrupted = tmp_path / "interrupted"
   shutil.copytree(straight, interrupted)
   shutil.rmtree(interrupted / "checkpoints" / "6")  # as if the job died after step 3 was saved
   result = train_and_evaluate(default_config("pretrain", steps=6, log_every=2, checkpoint_every=3),
                               str(interrupted))
+  assert "resuming from step 3 of 6" in capsys.readouterr().out
   assert result["step"] == 6
   jax.tree.map(np.testing.assert_array_equal, final_params(straight), final_params(interrupted))
+  # The rows of steps 4-6 written before the "crash" were dropped and written again, once.
+  assert metric_rows(interrupted) == metric_rows(straight)
 
 
-def test_finished_run_restarted_does_not_train_again(six_step_run):
+def metric_rows(workdir):
+  """(step, metric names) of every metrics.jsonl row, in order."""
+  return [(r["step"], sorted(r)) for r in map(json.loads, open(workdir / "metrics.jsonl"))]
+
+
+def test_finished_run_restarted_does_not_train_again_nor_log_twice(six_step_run, capsys):
   workdir, first = six_step_run
+  rows = metric_rows(workdir)
   again = train_and_evaluate(default_config("pretrain", steps=6, log_every=2, checkpoint_every=3),
                              str(workdir))
+  assert "resuming from step 6 of 6 " in capsys.readouterr().out
   assert again["step"] == 6 and again["test_accuracy"] == pytest.approx(first["test_accuracy"])
+  assert metric_rows(workdir) == rows
+
+
+def test_evaluators_run_on_their_cadence_and_compile_their_step_once(tmp_path):
+  """Three eval passes (steps 2 and 4, and the final one at 6) share one compiled eval step; each
+  entry of config.evals logs its metrics under its own name."""
+  config = default_config("pretrain", steps=6, log_every=3, checkpoint_every=6)
+  config.evals.test.every = 2
+  compiles = []
+
+  def listener(event, duration, fun_name="", **kwargs):
+    del duration, kwargs
+    if event == "/jax/core/compile/backend_compile_duration" and fun_name == "eval_step":
+      compiles.append(fun_name)
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    result = train_and_evaluate(config, str(tmp_path))
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  assert len(compiles) == 1
+  rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  assert [r["step"] for r in rows if "test_accuracy" in r] == [2, 4, 6]
+  assert {"test_accuracy", "test_top5_accuracy", "test_loss", "test_examples"} <= set(result)
+  assert result["test_top5_accuracy"] >= result["test_accuracy"]
 
 
 def test_finetune_from_a_workdir_resizes_position_embeddings(six_step_run, tmp_path):

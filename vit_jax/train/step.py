@@ -35,7 +35,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule
   is split into micro-batches whose gradients are averaged before a single optimizer update (same
   result as one big batch, less activation memory)."""
 
-  def loss_fn(params, model_state, images, labels, rng):
+  def objective(params, model_state, images, labels, rng):
     variables = {"params": params, **model_state}
     if model_state:  # e.g. BatchNorm statistics, updated by the forward pass
       logits, model_state = model.apply(variables, images, train=True, rngs={"dropout": rng},
@@ -45,7 +45,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule
     loss = jnp.mean(loss_fn(logits, labels, label_smoothing=label_smoothing))
     return loss, (jnp.mean(accuracy_hits(logits, labels)), model_state)
 
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  grad_fn = jax.value_and_grad(objective, has_aux=True)
 
   def train_step(state: TrainState, batch: Batch):
     rng, step_rng = jax.random.split(jax.random.wrap_key_data(state.rng))
