@@ -42,6 +42,9 @@ def test_a_new_loss_is_one_function_and_its_registration():
   def squared_margin(logits, labels, *, label_smoothing=0.0):
     del label_smoothing
     return jnp.sum(jnp.square(logits), axis=-1) + 0 * labels
-  assert losses.get_loss("test_squared_margin") is squared_margin
-  with pytest.raises(ValueError, match="registered twice"):
-    losses.register_loss("test_squared_margin")(squared_margin)
+  try:
+    assert losses.get_loss("test_squared_margin") is squared_margin
+    with pytest.raises(ValueError, match="registered twice"):
+      losses.register_loss("test_squared_margin")(squared_margin)
+  finally:
+    losses.LOSSES.remove("test_squared_margin")

@@ -206,7 +206,7 @@ def test_a_registered_optimizer_is_one_function_and_one_line():
     with pytest.raises(ValueError, match="registered twice"):
       register_optimizer("test_sign_sgd")(sign_sgd)
   finally:
-    optim._OPTIMIZERS.pop("test_sign_sgd")  # pylint: disable=protected-access
+    optim.OPTIMIZERS.remove("test_sign_sgd")
 
 
 # Per-parameter rules.

@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from vit_jax.data import sources
+from vit_jax.data import source
 
 INFO_FILE = "jft_info.json"
 FORMAT = "vit_jax.jft/1"
@@ -96,7 +96,7 @@ def write_split(directory: str, split: str, examples: Iterable[Tuple[str, bytes,
   return info
 
 
-class JftSource(sources.Source):
+class JftSource(source.Source):
   """Reads a directory written by write_split; examples carry variable-length 'labels'."""
   multi_label = True
 
@@ -117,14 +117,14 @@ class JftSource(sources.Source):
       raise ValueError(f"{directory} holds no examples (every input was skipped when writing?).")
 
   def _files(self, split: str) -> List[dict]:
-    return sources.lookup_split(self._info["splits"], split, f"JFT-like data {self._dir}")["files"]
+    return source.lookup_split(self._info["splits"], split, f"JFT-like data {self._dir}")["files"]
 
   def num_examples(self, split: str) -> int:
     return sum(f["num_examples"] for f in self._files(split))
 
   def _assignment(self, split: str, shard_index: int, shard_count: int):
     """(files as (path, first index, count), example-level shard or None) of one shard."""
-    sources._check_shard(shard_index, shard_count)  # pylint: disable=protected-access
+    source.check_shard(shard_index, shard_count)
     files = self._files(split)
     starts = np.concatenate([[0], np.cumsum([f["num_examples"] for f in files])])
     entries = [(os.path.join(self._dir, f["name"]), int(s), f["num_examples"])
@@ -176,6 +176,6 @@ class JftSource(sources.Source):
     return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-@sources.register_source("jft")
-def jft_source(data_config: ml_collections.ConfigDict) -> sources.Source:
+@source.register_source("jft")
+def jft_source(data_config: ml_collections.ConfigDict) -> source.Source:
   return JftSource(data_config.root)

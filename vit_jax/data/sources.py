@@ -8,13 +8,18 @@ from it), and 'key' names the file or record it came from (messages about bad da
 A new source is a function config -> Source registered with @register_source(name); the built-in
 ones are 'digits' (embedded), 'folder', 'tfds' (incl. the ImageNet-21k builder) and 'jft'.
 """
-import abc
 import os
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import ml_collections
 import numpy as np
 import tensorflow as tf
+
+# The interface and its registry live in source.py, below the sources that implement it; the
+# built-in sources outside this module are imported by name here, which registers them.
+from vit_jax.data import jft  # noqa: F401  # registers 'jft'  # pylint: disable=unused-import
+from vit_jax.data.source import (SOURCES, Source, check_shard, lookup_split,  # noqa: F401
+                                 register_source)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 _SPLIT_SEED = 0  # Fixed seed of the train/test permutation for sources without their own splits.
@@ -43,72 +48,19 @@ hide_gpus_from_tensorflow()
 keep_tensorflow_threads_few()
 
 
-class Source(abc.ABC):
-  """A labelled image dataset with named splits, read as a deterministic, shardable tf.data."""
-  num_classes: int
-  multi_label: bool = False  # True: examples carry 'labels' (int32 (n,)) instead of 'label'.
-
-  @abc.abstractmethod
-  def num_examples(self, split: str) -> int:
-    """Returns the number of examples in `split` (all shards together)."""
-
-  def shard_size(self, split: str, shard_index: int = 0, shard_count: int = 1) -> int:
-    """Returns the number of examples in shard `shard_index` of `shard_count` of `split`."""
-    _check_shard(shard_index, shard_count)
-    return len(range(shard_index, self.num_examples(split), shard_count))
-
-  @abc.abstractmethod
-  def read(self, split: str, shard_index: int = 0, shard_count: int = 1) -> tf.data.Dataset:
-    """Returns shard `shard_index` of `shard_count` of `split`, in a fixed order, unbatched.
-
-    The shards of one split are disjoint and together hold every example once.
-    """
-
-  def files(self, split: str, shard_index: int = 0, shard_count: int = 1) -> List[str]:
-    """The record files that shard reads (to name an unreadable one); [] if it reads none."""
-    del split, shard_index, shard_count
-    return []
-
-
-_REGISTRY: Dict[str, Callable[[ml_collections.ConfigDict], Source]] = {}
-
-
-def register_source(name: str):
-  """Registers factory(data_config) -> Source as config.data.source=name."""
-  def wrap(factory):
-    _REGISTRY[name] = factory
-    return factory
-  return wrap
-
-
 def available_sources() -> Tuple[str, ...]:
-  _import_builtin_sources()
-  return tuple(sorted(_REGISTRY))
-
-
-def _import_builtin_sources() -> None:
-  # Imported here (jft imports this module); importing registers 'jft'.
-  from vit_jax.data import jft  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
+  return SOURCES.names()
 
 
 def get_source(data_config: ml_collections.ConfigDict) -> Source:
   """Builds the source named by data_config.source (see vit_jax.configuration.data_config for the keys)."""
-  _import_builtin_sources()
-  kind = data_config.source
-  if kind not in _REGISTRY:
-    raise ValueError(f"Unknown config.data.source {kind!r}: use one of {available_sources()}.")
-  return _REGISTRY[kind](data_config)
-
-
-def _check_shard(shard_index: int, shard_count: int) -> None:
-  if not 0 <= shard_index < shard_count:
-    raise ValueError(f"shard_index={shard_index} must lie in [0, shard_count={shard_count}).")
+  return SOURCES.get(data_config.source)(data_config)
 
 
 def every_nth(ds: tf.data.Dataset, shard_index: int, shard_count: int,
               key_prefix: str) -> tf.data.Dataset:
   """Shard i of n of a fixed-order dataset: examples i, i + n, ..., with 'index' and 'key' added."""
-  _check_shard(shard_index, shard_count)
+  check_shard(shard_index, shard_count)
 
   def tag(index, example):
     key = example.get("key", tf.strings.join([key_prefix, tf.strings.as_string(index)]))
@@ -126,13 +78,6 @@ def _split_indices(n: int, test_fraction: float) -> Dict[str, np.ndarray]:
   return {"train": perm[num_test:], "test": perm[:num_test]}
 
 
-def lookup_split(splits: Dict, split: str, what: str):
-  if split not in splits:
-    raise ValueError(f"{what} has no split {split!r}; its splits are {sorted(splits)}. "
-                     "Set config.data.train_split / test_split to one of them.")
-  return splits[split]
-
-
 class ArraySource(Source):
   """Decoded uint8 images and int labels held in memory, with named splits of example indices."""
 
@@ -145,7 +90,7 @@ class ArraySource(Source):
     return len(lookup_split(self._splits, split, self.name))
 
   def read(self, split: str, shard_index: int = 0, shard_count: int = 1) -> tf.data.Dataset:
-    _check_shard(shard_index, shard_count)
+    check_shard(shard_index, shard_count)
     idx = lookup_split(self._splits, split, self.name)
     # Index and key as arrays, sliced with the examples: no per-example op (this source is used
     # for small images, where per-example overhead dominates).
@@ -282,12 +227,12 @@ class TfdsSource(Source):
                        ) from None
 
   def shard_size(self, split: str, shard_index: int = 0, shard_count: int = 1) -> int:
-    _check_shard(shard_index, shard_count)
+    check_shard(shard_index, shard_count)
     _, offsets = self._subsplits(split, shard_count)
     return int(offsets[shard_index + 1] - offsets[shard_index])
 
   def read(self, split: str, shard_index: int = 0, shard_count: int = 1) -> tf.data.Dataset:
-    _check_shard(shard_index, shard_count)
+    check_shard(shard_index, shard_count)
     subsplits, offsets = self._subsplits(split, shard_count)
     ds = self._builder.as_dataset(
         split=subsplits[shard_index], shuffle_files=False,

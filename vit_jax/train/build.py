@@ -19,8 +19,7 @@ import optax
 from vit_jax import parallel
 from vit_jax.configuration import model_overrides, total_steps
 from vit_jax.models import create_model
-from vit_jax.train import losses
-from vit_jax.train.optim import make_optimizer
+from vit_jax.train import losses, optim
 from vit_jax.train.state import TrainState
 from vit_jax.train.step import make_eval_step, make_train_step
 
@@ -113,7 +112,7 @@ def _state_shardings(config, mesh, rules, tx, boxed: TrainState) -> TrainState:
           f"replicated on every device:\n  {listing}\nGive them logical axis names that the rules "
           "shard, make their sharded dimension divisible by the fsdp axis, or raise fsdp_check_size.")
   replicated = parallel.replicated(mesh)
-  opt_shardings = optax.tree_map_params(
+  opt_shardings = optim.map_params(
       tx, lambda _, sharding: sharding, boxed.opt_state, param_shardings,
       transform_non_params=lambda _: replicated)
   return TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings,
@@ -134,7 +133,7 @@ def setup(config: ml_collections.ConfigDict, num_classes: int, train_examples: i
   loss_fn = losses.get_loss(loss_name)
   model = build_model(config, num_classes)
   steps = total_steps(config, train_examples)
-  tx, schedule = make_optimizer(config.optim, steps)
+  tx, schedule = optim.make_optimizer(config.optim, steps)
   image_size = config.data.image_size
   init = init_fn(model, tx, image_size, config.seed)
   boxed = jax.eval_shape(lambda: init(boxed=True))

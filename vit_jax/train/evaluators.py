@@ -15,25 +15,13 @@ from jax.experimental import multihost_utils
 from vit_jax import evaluate as metrics_lib
 from vit_jax import parallel
 from vit_jax.data import pipeline, sources
+from vit_jax.plugins import Registry
 from vit_jax.train.build import Setup
 
 Run = Callable[[Any], dict[str, float]]
 Factory = Callable[..., Run]
-_EVALUATORS: dict[str, Factory] = {}
-
-
-def register_evaluator(kind: str) -> Callable[[Factory], Factory]:
-  """Decorator: makes a factory available as `type` of a config.evals entry."""
-  def register(factory: Factory) -> Factory:
-    if kind in _EVALUATORS:
-      raise ValueError(f"evaluator {kind!r} is registered twice")
-    _EVALUATORS[kind] = factory
-    return factory
-  return register
-
-
-def available_evaluators() -> tuple[str, ...]:
-  return tuple(sorted(_EVALUATORS))
+EVALUATORS: Registry[Factory] = Registry("evaluator", "config.evals.<name>.type")
+register_evaluator = EVALUATORS.register  # decorator: a factory as `type` of a config.evals entry
 
 
 @dataclasses.dataclass
@@ -53,13 +41,13 @@ def build_evaluators(evals: ml_collections.ConfigDict, s: Setup, source: sources
   """Builds every entry of config.evals once; an unknown type or a bad cadence names its entry."""
   built = []
   for name, entry in evals.items():
-    if entry.type not in _EVALUATORS:
+    if entry.type not in EVALUATORS:
       raise ValueError(f"config.evals.{name}.type={entry.type!r} is not a registered evaluator; "
-                       f"choose one of {', '.join(available_evaluators())}")
+                       f"choose one of {', '.join(EVALUATORS.names())}")
     if entry.every < 0:
       raise ValueError(f"config.evals.{name}.every={entry.every} must be >= 0 (0: at the end only)")
     split = entry.split or data_config.test_split
-    run = _EVALUATORS[entry.type](s, source, data_config, split, batch_size)
+    run = EVALUATORS.get(entry.type)(s, source, data_config, split, batch_size)
     built.append(Evaluator(name, int(entry.every), run))
   return built
 

@@ -17,7 +17,7 @@ from jax.experimental import multihost_utils
 
 from vit_jax import checkpoint, flops, parallel
 from vit_jax.data import pipeline, sources
-from vit_jax.train import build
+from vit_jax.train import build, optim
 from vit_jax.train import evaluators as evaluators_lib
 from vit_jax.train.metric_log import MetricLog
 from vit_jax.train.state import TrainState
@@ -84,9 +84,15 @@ def initial_state(s: build.Setup, ckpt: "checkpoint.Checkpointer", workdir: str,
 
 def evaluate_all(evaluators: list[evaluators_lib.Evaluator], state: TrainState
                  ) -> dict[str, float]:
-  """Runs evaluators on the state's weights; metrics named '<evaluator>_<metric>'."""
-  variables = {"params": state.params, **state.model_state}
-  return {f"{e.name}_{key}": value for e in evaluators for key, value in e.run(variables).items()}
+  """Runs evaluators on the state's weights, metrics named '<evaluator>_<metric>'; with
+  optim.ema_decay also on the moving average of the weights, named '<evaluator>_ema_<metric>'."""
+  weights = {"": state.params}
+  ema = optim.ema_params(state.opt_state)
+  if ema is not None:
+    weights["ema_"] = jax.tree.map(lambda e, p: e.astype(p.dtype), ema, state.params)
+  return {f"{e.name}_{prefix}{key}": value
+          for prefix, params in weights.items() for e in evaluators
+          for key, value in e.run({"params": params, **state.model_state}).items()}
 
 
 class _Preemption:

@@ -11,37 +11,25 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from vit_jax.plugins import Registry
+
 LossFn = Callable[..., jax.Array]
-_LOSSES: dict[str, LossFn] = {}
+LOSSES: Registry[LossFn] = Registry("loss", "config.loss")
+# Decorator: makes `fn(logits, labels, *, label_smoothing) -> (B,)` available as config.loss=name.
+register_loss = LOSSES.register
 AUTO = "auto"  # sigmoid_xent for multi-label sources, softmax_xent otherwise
-
-
-def register_loss(name: str) -> Callable[[LossFn], LossFn]:
-  """Decorator: makes `fn(logits, labels, *, label_smoothing) -> (B,)` available as config.loss=name."""
-  def register(fn: LossFn) -> LossFn:
-    if name in _LOSSES:
-      raise ValueError(f"loss {name!r} is registered twice")
-    _LOSSES[name] = fn
-    return fn
-  return register
-
-
-def available_losses() -> tuple[str, ...]:
-  return tuple(sorted(_LOSSES))
 
 
 def resolve_loss_name(name: str, multi_label: bool) -> str:
   """The registered loss a config names; 'auto' follows the data's label kind."""
   if name == AUTO:
     return "sigmoid_xent" if multi_label else "softmax_xent"
-  if name not in _LOSSES:
-    raise ValueError(f"config.loss={name!r} is not a registered loss; choose one of "
-                     f"{', '.join((AUTO,) + available_losses())}")
+  LOSSES.get(name, choices_extra=(AUTO,))
   return name
 
 
 def get_loss(name: str) -> LossFn:
-  return _LOSSES[resolve_loss_name(name, multi_label=False)]
+  return LOSSES.get(resolve_loss_name(name, multi_label=False))
 
 
 def smoothed_one_hot(labels: jax.Array, num_classes: int, smoothing: float) -> jax.Array:

@@ -15,33 +15,24 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from vit_jax.plugins import Registry
 from vit_jax.train.param_rules import ParamRules
 from vit_jax.train.schedules import learning_rate_schedule
 
 PerLeaf = Callable[[Any], Any]  # a params-shaped tree -> one value (float, array, bool) per leaf
 OptimizerFn = Callable[[ml_collections.ConfigDict, optax.GradientTransformation, optax.Schedule],
                        optax.GradientTransformation]
-_OPTIMIZERS: dict[str, OptimizerFn] = {}
 OPTAX_PREFIX = "optax:"
-
-
-def register_optimizer(name: str) -> Callable[[OptimizerFn], OptimizerFn]:
-  """Registers fn(cfg, weight_decay, schedule) -> the optimizer's gradient transformation.
-
-  weight_decay adds rate * param to the updates (rates from optim.weight_decay, the decay mask and
-  optim.wd_mults; optax.identity() when there is none): the function places it, so it decides whether
-  the decay is an L2 term (before the moments) or decoupled (after them).
-  """
-  def register(fn: OptimizerFn) -> OptimizerFn:
-    if name in _OPTIMIZERS:
-      raise ValueError(f"optimizer {name!r} is registered twice")
-    _OPTIMIZERS[name] = fn
-    return fn
-  return register
+OPTIMIZERS: Registry[OptimizerFn] = Registry("optimizer", "optim.name")
+# Registers fn(cfg, weight_decay, schedule) -> the optimizer's gradient transformation. weight_decay
+# adds rate * param to the updates (rates from optim.weight_decay, the decay mask and optim.wd_mults;
+# optax.identity() when there is none): the function places it, so it decides whether the decay is an
+# L2 term (before the moments) or decoupled (after them).
+register_optimizer = OPTIMIZERS.register
 
 
 def available_optimizers() -> tuple[str, ...]:
-  return tuple(sorted(_OPTIMIZERS))
+  return OPTIMIZERS.names()
 
 
 def _scale_by_adam(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -187,13 +178,13 @@ def optimizer_core(cfg: ml_collections.ConfigDict, rules: ParamRules,
   rates = (lambda tree: rules.decay_rates(tree, weight_decay)) if weight_decay else None
   if cfg.name.startswith(OPTAX_PREFIX):
     return _optax_by_name(cfg.name[len(OPTAX_PREFIX):], cfg, rates, schedule)
-  if cfg.name not in _OPTIMIZERS:
+  if cfg.name not in OPTIMIZERS:
     raise ValueError(f"optim.name must be one of {', '.join(available_optimizers())} or "
                      f"'{OPTAX_PREFIX}<name>' (any optax optimizer, with optim.args), got {cfg.name!r}")
   if cfg.args:
     raise ValueError(f"optim.args={cfg.args.to_dict()} is only read by '{OPTAX_PREFIX}<name>' "
                      f"optimizers; {cfg.name!r} reads its own keys (b1, b2, eps, momentum, ...)")
-  return _OPTIMIZERS[cfg.name](cfg, add_weight_decay(rates) if rates else optax.identity(), schedule)
+  return OPTIMIZERS.get(cfg.name)(cfg, add_weight_decay(rates) if rates else optax.identity(), schedule)
 
 
 def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> tuple[
