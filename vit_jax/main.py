@@ -7,6 +7,9 @@ import os
 
 # tf.data must not grab accelerators or flood the log; set before tensorflow is imported anywhere.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow only runs the input pipeline (decode, crop, resize: no oneDNN kernels); with oneDNN on
+# it prints its notice at every import, past TF_CPP_MIN_LOG_LEVEL.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
@@ -32,6 +35,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv, kept_pages: host_memory.Outcome):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:  # the console shows progress and results; -v 0 for more
+    logging.set_verbosity(logging.WARNING)
   logging.info("keep freed host pages: %s (%s)", kept_pages.applied, kept_pages.reason)
   from vit_jax import multihost  # pylint: disable=import-outside-toplevel
   multihost.connect(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
@@ -40,7 +45,6 @@ def main(argv, kept_pages: host_memory.Outcome):
     from vit_jax.data.sources import hide_gpus_from_tensorflow  # pylint: disable=import-outside-toplevel
     hide_gpus_from_tensorflow()
     from vit_jax.train.loop import train_and_evaluate  # pylint: disable=import-outside-toplevel
-    logging.set_verbosity(logging.WARNING)
     result = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   print(f"test loss: {result['test_loss']:.4f} over {int(result['test_examples'])} examples")
   print(f"final test accuracy: {result['test_accuracy']:.3f}")

@@ -93,10 +93,11 @@ def test_finished_run_restarted_does_not_train_again_nor_log_twice(six_step_run,
 
 
 def test_evaluators_run_on_their_cadence_and_compile_their_step_once(tmp_path):
-  """Three eval passes (steps 2 and 4, and the final one at 6) share one compiled eval step; each
-  entry of config.evals logs its metrics under its own name."""
+  """Three eval passes (steps 2 and 4, and the final one at 6), each on the raw and the EMA weights,
+  share one compiled eval step; each entry of config.evals logs its metrics under its own name."""
   config = default_config("pretrain", steps=6, log_every=3, checkpoint_every=6)
   config.evals.test.every = 2
+  config.optim.ema_decay = 0.5
   compiles = []
 
   def listener(event, duration, fun_name="", **kwargs):
@@ -114,6 +115,8 @@ def test_evaluators_run_on_their_cadence_and_compile_their_step_once(tmp_path):
   assert [r["step"] for r in rows if "test_accuracy" in r] == [2, 4, 6]
   assert {"test_accuracy", "test_top5_accuracy", "test_loss", "test_examples"} <= set(result)
   assert result["test_top5_accuracy"] >= result["test_accuracy"]
+  assert [r["step"] for r in rows if "test_ema_accuracy" in r] == [2, 4, 6]
+  assert result["test_ema_examples"] == result["test_examples"] == 359
 
 
 def test_finetune_from_a_workdir_resizes_position_embeddings(six_step_run, tmp_path):
