@@ -6,7 +6,7 @@ setup(
     version="0.1.0",
     description="Vision Transformers in JAX/Flax: sharded pretraining, fine-tuning and export.",
     packages=find_packages(include=["vit_jax", "vit_jax.*"]),
-    package_data={"vit_jax.models": ["cpu_attention.cc"]},  # compiled on first use (cpu_attention.py)
+    package_data={"vit_jax.kernels": ["cpu_attention.cc"]},  # compiled on first use (cpu_attention.py)
     python_requires=">=3.11",
     install_requires=[
         "jax>=0.10,<0.11",

@@ -20,7 +20,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from vit_jax.models import cpu_attention  # noqa: E402
+from vit_jax.kernels import cpu_attention  # noqa: E402
 
 TORCH_SERVER = textwrap.dedent("""
     import sys, time, torch
@@ -59,7 +59,7 @@ def library(q, k, v):
 
 
 def kernel(q, k, v):
-  """attention_impl='cpu': the C++ FFI kernel of vit_jax/models/cpu_attention.py, token-major."""
+  """attention_impl='cpu': the C++ FFI kernel of vit_jax/kernels/cpu_attention.py, token-major."""
   return cpu_attention.attention(q, k, v, scale=1.0)
 
 

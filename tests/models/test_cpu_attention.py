@@ -1,5 +1,10 @@
 """Specification of the C++ CPU attention kernel: the same function and gradients as softmax attention,
-float32 arithmetic for bfloat16 operands, per-shard execution under a mesh, clear errors."""
+float32 arithmetic for bfloat16 operands, per-shard execution under a mesh, clear errors, and loaded
+only when a model chooses it."""
+import subprocess
+import sys
+import textwrap
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -8,7 +13,8 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
 from vit_jax import parallel
-from vit_jax.models import cpu_attention, create_model
+from vit_jax.kernels import cpu_attention
+from vit_jax.models import create_model
 
 
 def reference(q, k, v, scale=None):
@@ -128,3 +134,19 @@ def test_an_empty_cache_gets_a_compiled_library_that_later_builds_reuse(tmp_path
   built_at = library.stat().st_mtime_ns
   assert cpu_attention.build() == library and library.stat().st_mtime_ns == built_at
   assert [path.name for path in tmp_path.iterdir()] == [library.name]  # no scratch files left
+
+
+def test_models_load_neither_kernels_nor_sharding_code_unless_the_kernel_is_chosen():
+  """vit_jax.models imports vit_jax.kernels inside the attention call, for attention_impl='cpu' only;
+  model code never imports vit_jax.parallel (the kernel does, for its per-shard call)."""
+  program = textwrap.dedent("""
+      import sys
+      import jax, jax.numpy as jnp
+      from vit_jax.models import create_model
+      model = create_model("ViT-micro/4", num_classes=5, attention_impl="xla")
+      images = jnp.zeros((1, 16, 16, 3))
+      model.apply(model.init(jax.random.key(0), images), images)
+      print(sorted(m for m in sys.modules if m.startswith(("vit_jax.kernels", "vit_jax.parallel"))))
+  """)
+  result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True)
+  assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout

@@ -5,7 +5,14 @@
 // and each product is one single-threaded Eigen GEMM on strided views of the token-major
 // (batch, tokens, heads, head_dim) operands, so no transposes are needed around the call.
 // Arithmetic is float32; bfloat16 operands are widened per (batch, head) block.
-// There is no mask and no dropout (vit_jax/models/cpu_attention.py).
+// There is no mask and no dropout (vit_jax/kernels/cpu_attention.py).
+
+// tensorflow's copy of Eigen does not compile its AVX512-FP16 packet math with GCC 12, which
+// -march=native enables on CPUs that have it (Sapphire Rapids and later); the kernel computes in
+// float32 and needs none of it.
+#ifdef __AVX512FP16__
+#undef __AVX512FP16__
+#endif
 
 #include <algorithm>
 #include <atomic>

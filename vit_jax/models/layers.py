@@ -9,7 +9,6 @@ import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
-from vit_jax.models import cpu_attention
 from vit_jax.models.precision import add_bias, dense, einsum
 
 Dtype = Any
@@ -161,7 +160,7 @@ class MultiHeadDotProductAttention(nn.Module):
   qkv_bias: bool = True
   attention_scale: Optional[float] = None
   # xla (einsum + softmax) | fused (jax.nn.dot_product_attention: cuDNN on GPU)
-  # | cpu (the C++ kernel of models/cpu_attention.py: every core of an XLA:CPU host)
+  # | cpu (the C++ kernel of vit_jax/kernels/cpu_attention.py: every core of an XLA:CPU host)
   attention_impl: str = "xla"
 
   @nn.compact
@@ -186,6 +185,8 @@ class MultiHeadDotProductAttention(nn.Module):
     q = constrain(q, ("batch", "length", "heads", "kv"))
     without_dropout = deterministic or self.attention_dropout_rate == 0.0
     if self.attention_impl == "cpu" and without_dropout:
+      # The kernel package is loaded only when chosen (it compiles C++ and knows about meshes).
+      from vit_jax.kernels import cpu_attention  # pylint: disable=import-outside-toplevel
       y = cpu_attention.attention(q, k, v, scale)  # scales inside its matmuls
     elif self.attention_impl == "fused" and without_dropout:
       q = q * jnp.asarray(scale, self.dtype)
