@@ -1,7 +1,8 @@
 """Specification of create_model: names people know, overrides, and errors for what does not exist."""
 import pytest
 
-from vit_jax.models import create_model, list_models
+from vit_jax import model_fields
+from vit_jax.models import create_model, list_models, registry
 
 PAPER_NAMES = ["ViT-Ti/16", "ViT-S/16", "ViT-S/32", "ViT-B/8", "ViT-B/16", "ViT-B/32",
                "ViT-L/16", "ViT-L/32", "ViT-H/14"]
@@ -44,3 +45,10 @@ def test_unknown_override_is_an_error_naming_it():
 def test_unknown_dtype_is_an_error():
   with pytest.raises(ValueError, match="dtype must be one of"):
     create_model("ViT-B/16", dtype="float8")
+
+
+def test_the_family_modules_are_listed_by_name_in_one_order_for_jax_and_for_configs():
+  """The registry imports the family modules it lists; model_fields reads the same ones without jax."""
+  assert tuple(m.__name__.rsplit(".", 1)[1] for m in registry.FAMILY_MODULES) == (
+      model_fields.FAMILY_MODULES)
+  assert len(registry.FAMILIES) == len(registry.FAMILY_MODULES)

@@ -1,34 +1,37 @@
-"""create_model(name, **overrides) over the variant table that the family modules declare.
+"""create_model(name, **overrides) over the variant tables that the family modules declare.
 
-Each family module (vit.py, resnet.py, tnt.py, ...) lists its named variants next to its architecture in a
-`VARIANTS` dict; this module merges them once, so a name is defined in exactly one place. It lives inside
-the package so that an installed vit_jax works without the repository's configs/.
+Each family module (vit.py, hybrid.py, resnet.py, tnt.py, t2t.py, lvvit.py) lists its named variants
+next to its architecture in a `VARIANTS` dict; FAMILY_MODULES below names those modules, and this module
+merges their tables once, so a name is defined in exactly one place. A new family is one module and one
+entry here (and in vit_jax/model_fields.py, which reads the same modules' source without jax). It lives
+inside the package so that an installed vit_jax works without the repository's configs/.
 """
 import dataclasses
-import importlib
-import pkgutil
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from vit_jax import models as models_package
+from vit_jax.models import hybrid, lvvit, resnet, t2t, tnt, vit
 from vit_jax.models.variant import Variant
 
+# The family modules, each with its VARIANTS table.
+FAMILY_MODULES = (vit, hybrid, resnet, tnt, t2t, lvvit)
 
-def _collect_variants() -> dict[str, Variant]:
-  """Merges the VARIANTS table of every family module in vit_jax.models (vit.py, resnet.py, tnt.py, ...)."""
+
+def _merge_variants() -> dict[str, Variant]:
   variants: dict[str, Variant] = {}
-  for info in sorted(pkgutil.iter_modules(models_package.__path__), key=lambda m: m.name):
-    module = importlib.import_module(f"{models_package.__name__}.{info.name}")
-    for name, variant in getattr(module, "VARIANTS", {}).items():
+  for module in FAMILY_MODULES:
+    for name, variant in module.VARIANTS.items():
       if name in variants:
         raise ValueError(f"model name {name!r} is registered twice (again in {module.__name__})")
       variants[name] = variant
   return variants
 
 
-VARIANTS: dict[str, Variant] = _collect_variants()
+VARIANTS: dict[str, Variant] = _merge_variants()
+# The family classes, in FAMILY_MODULES order (the hybrid is a VisionTransformer subclass).
+FAMILIES: tuple[type[nn.Module], ...] = tuple(dict.fromkeys(v.family for v in VARIANTS.values()))
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
