@@ -113,6 +113,14 @@ def test_units_start_as_identity_maps_with_zero_gn3_scale(tiny):
   np.testing.assert_array_equal(params["gn_root"]["scale"], 1.0)
 
 
+def test_the_root_width_may_differ_from_the_stage_widths():
+  """timm's stem_chs: the root conv's channels, independent of the stages' 64 * width_factor * 2**i."""
+  flat = flat_shapes(abstract_params(create_model("R+ViT-testing", resnet_root_width=24)))
+  assert flat["conv_root/kernel"] == (7, 7, 3, 24) and flat["gn_root/scale"] == (24,)
+  assert flat["block1/unit1/conv1/kernel"] == (1, 1, 24, 16)
+  assert flat["block1/unit1/conv_proj/kernel"] == (1, 1, 24, 64)
+
+
 def test_every_parameter_carries_logical_axis_names():
   model = create_model("R+ViT-testing", num_classes=10)
   boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))["params"]

@@ -122,12 +122,24 @@ def test_bfloat16_compute_keeps_float32_params_and_logits(tiny):
 
 
 def test_overrides_set_depth_width_groups_and_eps():
-  model = create_model("BiT-R50x1", block_sizes=(1, 1), width_factor=0.5, num_groups=16,
+  model = create_model("BiT-R50x1", resnet_layers=(1, 1), resnet_width_factor=0.5, num_groups=16,
                        group_norm_epsilon=1e-6, weight_std_epsilon=1e-8, num_classes=10, image_size=64)
   assert isinstance(model, ResNetV2)
-  assert (model.block_sizes, model.width_factor, model.num_groups) == ((1, 1), 0.5, 16)
+  assert (model.resnet_layers, model.resnet_width_factor, model.num_groups) == ((1, 1), 0.5, 16)
   flat = flat_shapes(abstract_params(model))
   assert flat["root_block/conv_root/kernel"] == (7, 7, 3, 32) and flat["head/kernel"] == (256, 10)
+
+
+def test_the_root_width_may_differ_from_the_stage_widths():
+  """timm's stem_chs: the root conv's channels, independent of the stages' 64 * width_factor * 2**i."""
+  model = create_model("BiT-testing", resnet_root_width=24, num_classes=5)
+  flat = flat_shapes(abstract_params(model))
+  assert flat["root_block/conv_root/kernel"] == (7, 7, 3, 24)
+  assert flat["block1/unit01/conv1/kernel"] == (1, 1, 24, 16)
+  assert flat["block1/unit01/conv_proj/kernel"] == (1, 1, 24, 64)
+  assert flat["block2/unit01/conv1/kernel"] == (1, 1, 64, 32)
+  default = flat_shapes(abstract_params(create_model("BiT-testing", num_classes=5)))
+  assert default["root_block/conv_root/kernel"] == (7, 7, 3, 16)  # 64 * 0.25
 
 
 def load_config(arg):

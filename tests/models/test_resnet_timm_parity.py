@@ -38,13 +38,13 @@ def load_fixture(name: str) -> tuple[dict, dict, np.ndarray, np.ndarray]:
 def model_for(spec: dict, **numerics) -> tuple[str, dict]:
   """The registry name and create_model overrides that build the fixture's architecture."""
   common = dict(image_size=spec["img"], num_classes=spec["classes"], num_groups=spec["groups"])
+  resnet = dict(common, resnet_layers=tuple(spec["layers"]), resnet_width_factor=spec["stem"] / 64,
+                **numerics)
   if spec["family"] == "bit":
-    return "BiT-testing", dict(common, block_sizes=tuple(spec["layers"]),
-                               width_factor=spec["stem"] / 64, **numerics)
+    return "BiT-testing", resnet
   return "R+ViT-testing", dict(
-      common, resnet_layers=tuple(spec["layers"]), resnet_width_factor=spec["stem"] / 64,
-      hidden_size=spec["embed_dim"], num_layers=spec["depth"], num_heads=spec["num_heads"],
-      mlp_dim=int(spec["embed_dim"] * spec["mlp_ratio"]), patch_size=spec["patch_size"], **numerics)
+      resnet, hidden_size=spec["embed_dim"], num_layers=spec["depth"], num_heads=spec["num_heads"],
+      mlp_dim=int(spec["embed_dim"] * spec["mlp_ratio"]), patch_size=spec["patch_size"])
 
 
 def our_logits(name: str, state: dict, images: np.ndarray, **overrides) -> np.ndarray:
@@ -77,4 +77,4 @@ def test_non_bit_resnet_state_dicts_are_rejected_with_the_reason():
   _, state, _, _ = load_fixture("timm_bit_2stage")
   deep = {**state, "stem.conv1.weight": np.zeros((8, 3, 3, 3), np.float32)}
   with pytest.raises(ValueError, match="deep 3x3 stem"):
-    from_torch("BiT-testing", deep, block_sizes=(2, 1), width_factor=0.25)
+    from_torch("BiT-testing", deep, resnet_layers=(2, 1), resnet_width_factor=0.25)

@@ -58,7 +58,7 @@ def bit_rules(model: ResNetV2, keys: set[str]) -> list[Rule]:
   """timm `ResNetV2(preact=True, stem_type='fixed')` -> our BiT (official bit_jax / big_vision names)."""
   _check_supported(keys, _TIMM_BIT_UNSUPPORTED, type(model).__name__)
   rules = _conv("root_block/conv_root", "stem.conv")
-  for i, num_units in enumerate(model.block_sizes):
+  for i, num_units in enumerate(model.resnet_layers):
     for j in range(num_units):
       rules += _bottleneck_rules(f"block{i + 1}/unit{j + 1:02d}", f"stages.{i}.blocks.{j}",
                                  projection_norm=False)

@@ -5,6 +5,8 @@ turn the image into a feature map; `embedding` cuts it into patch_size x patch_s
 R50/R26 models) and the rest is the plain ViT. Parameter names are those of the public checkpoints:
 conv_root, gn_root, block1/unit1/{conv1,gn1,...,conv_proj,gn_proj}, embedding, cls, Transformer/..., head.
 """
+from typing import Optional
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -22,8 +24,9 @@ class HybridVisionTransformer(VisionTransformer):
   tanh GELU); timm uses group_norm_epsilon=1e-5, weight_std_epsilon=1e-8, weight_std_form='sqrt_var'
   and gelu_approximate=False.
   """
-  resnet_layers: tuple[int, ...] = (3, 4, 9)
-  resnet_width_factor: float = 1.0  # the root has 64 * resnet_width_factor channels
+  resnet_layers: tuple[int, ...] = (3, 4, 9)  # units per stage
+  resnet_width_factor: float = 1.0  # stage i has bottlenecks of 64 * resnet_width_factor * 2**i channels
+  resnet_root_width: Optional[int] = None  # channels of the root conv (timm stem_chs); None: 64 * factor
   num_groups: int = 32
   group_norm_epsilon: float = 1e-6
   weight_std_epsilon: float = 1e-5
@@ -48,8 +51,9 @@ class HybridVisionTransformer(VisionTransformer):
                  weight_std_epsilon=self.weight_std_epsilon, weight_std_form=self.weight_std_form,
                  dtype=self.dtype)
     width = int(64 * self.resnet_width_factor)
-    x = StdConv(width, 7, strides=2, padding="SAME", epsilon=self.weight_std_epsilon,
-                form=self.weight_std_form, dtype=self.dtype, name="conv_root")(images)
+    x = StdConv(self.resnet_root_width or width, 7, strides=2, padding="SAME",
+                epsilon=self.weight_std_epsilon, form=self.weight_std_form, dtype=self.dtype,
+                name="conv_root")(images)
     x = group_norm(self.num_groups, self.group_norm_epsilon, self.dtype, "gn_root")(x)
     x = nn.max_pool(nn.relu(x), (3, 3), strides=(2, 2), padding="SAME")
     x = feature_map(x)

@@ -151,12 +151,13 @@ class ResNetV2(nn.Module):
 
   Apply as `model.apply({'params': params}, images_nhwc, train=False)`; fully convolutional, so any
   image size works (image_size is the size it is built and converted for). num_classes=0 or None
-  returns the pooled features.
+  returns the pooled features. The ResNet options have the names of the hybrid's (hybrid.py).
   """
   num_classes: Optional[int]
   image_size: int
-  block_sizes: tuple[int, ...] = (3, 4, 6, 3)
-  width_factor: float = 1.0
+  resnet_layers: tuple[int, ...] = (3, 4, 6, 3)  # units per stage
+  resnet_width_factor: float = 1.0  # stage i has bottlenecks of 64 * resnet_width_factor * 2**i channels
+  resnet_root_width: Optional[int] = None  # channels of the root conv (timm stem_chs); None: 64 * factor
   num_groups: int = 32
   group_norm_epsilon: float = 1e-5
   weight_std_epsilon: float = 1e-10
@@ -170,9 +171,10 @@ class ResNetV2(nn.Module):
     norms = dict(num_groups=self.num_groups, group_norm_epsilon=self.group_norm_epsilon,
                  weight_std_epsilon=self.weight_std_epsilon, weight_std_form="sqrt_var",
                  dtype=self.dtype)
-    width = int(64 * self.width_factor)
-    x = RootBlock(width=width, name="root_block", **norms)(images.astype(self.dtype))
-    for i, num_units in enumerate(self.block_sizes):
+    width = int(64 * self.resnet_width_factor)
+    x = RootBlock(width=self.resnet_root_width or width, name="root_block", **norms)(
+        images.astype(self.dtype))
+    for i, num_units in enumerate(self.resnet_layers):
       x = Stage(unit=PreActBottleneck, num_units=num_units, features=width * 2 ** i,
                 first_stride=1 if i == 0 else 2, name=f"block{i + 1}", **norms)(x)
     x = group_norm(self.num_groups, self.group_norm_epsilon, self.dtype, "norm-pre-head")(x)
@@ -230,8 +232,9 @@ class Stage(_ConvNormModule):
     return x
 
 
-def _bit(block_sizes, width_factor, **extra):
-  return Variant(ResNetV2, dict(block_sizes=block_sizes, width_factor=width_factor, **extra))
+def _bit(resnet_layers, resnet_width_factor, **extra):
+  return Variant(ResNetV2, dict(resnet_layers=resnet_layers, resnet_width_factor=resnet_width_factor,
+                                **extra))
 
 
 # BiT (Kolesnikov et al. 2020, the official bit_jax KNOWN_MODELS); counts in
