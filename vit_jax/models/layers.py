@@ -2,11 +2,13 @@
 
 Submodule names follow the public vit_jax checkpoints (Linen numbering), so those files load as they are.
 """
+import dataclasses
 from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 
 from vit_jax.models.precision import add_bias, dense, einsum
@@ -68,41 +70,95 @@ class DropPath(nn.Module):
 
 class Dense(nn.Module):
   """nn.Dense (same parameters, initializers and names) computed through precision.dense and
-  precision.add_bias, so a bf16 layer's bias gradient is a float32 sum."""
+  precision.add_bias, so a bf16 layer's bias gradient is a float32 sum: the dense layer of every
+  family."""
   features: int
   dtype: Dtype = jnp.float32
+  use_bias: bool = True
   kernel_init: Initializer = nn.initializers.lecun_normal()
   bias_init: Initializer = nn.initializers.zeros
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features), jnp.float32)
-    bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
-    return add_bias(dense(x, kernel, self.dtype), bias)
+    y = dense(x, kernel, self.dtype)
+    if not self.use_bias:
+      return y
+    return add_bias(y, self.param("bias", self.bias_init, (self.features,), jnp.float32))
+
+
+class PositionEmbedding(nn.Module):
+  """Holds the learned (1, tokens, hidden) table under the public name posembed_input/pos_embedding."""
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    posemb = self.param(
+        "pos_embedding",
+        logical(nn.initializers.normal(stddev=0.02), (None, "length", "embed")),
+        (1, x.shape[1], x.shape[2]))
+    return x + jnp.asarray(posemb, x.dtype)
+
+
+def sinusoid_table(num_positions: int, dim: int) -> np.ndarray:
+  """The fixed (1, positions, dim) table of Vaswani et al.: even features sin, odd cos (T2T-ViT).
+
+  angle[p, j] = p / 10000^(2 * floor(j / 2) / dim); computed in float64 like the official code.
+  """
+  positions = np.arange(num_positions, dtype=np.float64)[:, None]
+  exponents = 2 * (np.arange(dim) // 2) / dim
+  angles = positions / np.power(10000.0, exponents)[None, :]
+  table = np.where(np.arange(dim) % 2 == 0, np.sin(angles), np.cos(angles))
+  return table[None].astype(np.float32)
+
+
+ATTENTION_IMPLS = ("xla", "fused", "cpu")
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockOptions:
+  """What one pre-norm transformer block computes, declared once and passed down whole (hashable, so
+  it is a valid static module field under jit, nn.scan and nn.remat)."""
+  mlp_dim: int
+  num_heads: int
+  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0  # on the attention weights
+  gelu_approximate: bool = True        # tanh GELU (the public vit_jax models); False: exact (timm)
+  layer_norm_epsilon: float = 1e-6
+  dtype: Dtype = jnp.float32           # compute dtype; parameters stay float32
+  qkv_bias: bool = True                # False: no q/k/v biases (TNT, T2T-ViT, LV-ViT)
+  attention_scale: Optional[float] = None  # None: head_dim**-0.5 (T2T-ViT checkpoints: hidden**-0.5)
+  residual_scale: float = 1.0          # multiplies each branch before the residual add (LV-ViT)
+  # xla (einsum + softmax) | fused (jax.nn.dot_product_attention: cuDNN on GPU) | cpu (the C++
+  # kernel of vit_jax/kernels/cpu_attention.py: every core of an XLA:CPU host). fused and cpu fall
+  # back to xla where attention dropout is active.
+  attention_impl: str = "xla"
+
+  def __post_init__(self):
+    if self.attention_impl not in ATTENTION_IMPLS:
+      raise ValueError(
+          f"attention_impl must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}")
 
 
 class MlpBlock(nn.Module):
   """Dense -> GELU -> Dropout -> Dense -> Dropout (the transformer MLP)."""
-  mlp_dim: int
-  dropout_rate: float = 0.0
-  gelu_approximate: bool = True
-  dtype: Dtype = jnp.float32
+  options: BlockOptions
 
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+    o = self.options
     features = x.shape[-1]
     x = Dense(
-        self.mlp_dim, dtype=self.dtype, name="Dense_0",
+        o.mlp_dim, dtype=o.dtype, name="Dense_0",
         kernel_init=logical(nn.initializers.xavier_uniform(), ("embed", "mlp")),
         bias_init=logical(nn.initializers.normal(stddev=1e-6), ("mlp",)))(x)
     x = constrain(x, ("batch", "length", "mlp"))
-    x = nn.gelu(x, approximate=self.gelu_approximate)
-    x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+    x = nn.gelu(x, approximate=o.gelu_approximate)
+    x = nn.Dropout(o.dropout_rate)(x, deterministic=deterministic)
     x = Dense(
-        features, dtype=self.dtype, name="Dense_1",
+        features, dtype=o.dtype, name="Dense_1",
         kernel_init=logical(nn.initializers.xavier_uniform(), ("mlp", "embed")),
         bias_init=logical(nn.initializers.normal(stddev=1e-6), ("embed",)))(x)
-    return nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+    return nn.Dropout(o.dropout_rate)(x, deterministic=deterministic)
 
 
 class HeadProjection(nn.Module):
@@ -145,105 +201,82 @@ class HeadMerge(nn.Module):
     return add_bias(dense(y, kernel, self.dtype, contract=2), bias)
 
 
-ATTENTION_IMPLS = ("xla", "fused", "cpu")
-
-
 class MultiHeadDotProductAttention(nn.Module):
   """Self-attention with separate query/key/value/out projections (the public checkpoint layout).
 
-  qkv_bias=False drops the q/k/v biases (TNT, T2T-ViT, LV-ViT); attention_scale replaces the default
-  head_dim**-0.5 (the released T2T-ViT checkpoints use hidden_size**-0.5).
+  Reads num_heads, attention_dropout_rate, dtype, qkv_bias, attention_scale and attention_impl from
+  the block options.
   """
-  num_heads: int
-  attention_dropout_rate: float = 0.0
-  dtype: Dtype = jnp.float32
-  qkv_bias: bool = True
-  attention_scale: Optional[float] = None
-  # xla (einsum + softmax) | fused (jax.nn.dot_product_attention: cuDNN on GPU)
-  # | cpu (the C++ kernel of vit_jax/kernels/cpu_attention.py: every core of an XLA:CPU host)
-  attention_impl: str = "xla"
+  options: BlockOptions
 
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
-    if self.attention_impl not in ATTENTION_IMPLS:
-      raise ValueError(
-          f"attention_impl must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}")
+    o = self.options
     features = x.shape[-1]
-    if features % self.num_heads:
+    if features % o.num_heads:
       raise ValueError(
-          f"hidden size {features} is not divisible by num_heads={self.num_heads}; "
+          f"hidden size {features} is not divisible by num_heads={o.num_heads}; "
           "choose a head count that divides it.")
-    head_dim = features // self.num_heads
+    head_dim = features // o.num_heads
 
     def projection(name):
-      return HeadProjection(self.num_heads, head_dim, self.dtype, self.qkv_bias, name=name)
+      return HeadProjection(o.num_heads, head_dim, o.dtype, o.qkv_bias, name=name)
 
-    scale = head_dim ** -0.5 if self.attention_scale is None else self.attention_scale
+    scale = head_dim ** -0.5 if o.attention_scale is None else o.attention_scale
     q = projection("query")(x)
     k = projection("key")(x)
     v = projection("value")(x)
     q = constrain(q, ("batch", "length", "heads", "kv"))
-    without_dropout = deterministic or self.attention_dropout_rate == 0.0
-    if self.attention_impl == "cpu" and without_dropout:
+    without_dropout = deterministic or o.attention_dropout_rate == 0.0
+    if o.attention_impl == "cpu" and without_dropout:
       # The kernel package is loaded only when chosen (it compiles C++ and knows about meshes).
       from vit_jax.kernels import cpu_attention  # pylint: disable=import-outside-toplevel
       y = cpu_attention.attention(q, k, v, scale)  # scales inside its matmuls
-    elif self.attention_impl == "fused" and without_dropout:
-      q = q * jnp.asarray(scale, self.dtype)
-      y = jax.nn.dot_product_attention(q, k, v, scale=1.0).astype(self.dtype)  # q is pre-scaled
+    elif o.attention_impl == "fused" and without_dropout:
+      q = q * jnp.asarray(scale, o.dtype)
+      y = jax.nn.dot_product_attention(q, k, v, scale=1.0).astype(o.dtype)  # q is pre-scaled
     else:
-      y = self._softmax_attention(q * jnp.asarray(scale, self.dtype), k, v, deterministic)
+      y = self._softmax_attention(q * jnp.asarray(scale, o.dtype), k, v, deterministic)
     y = constrain(y, ("batch", "length", "heads", "kv"))
-    return HeadMerge(features, self.dtype, name="out")(y)
+    return HeadMerge(features, o.dtype, name="out")(y)
 
   def _softmax_attention(self, q, k, v, deterministic):
     """einsum + softmax (+ dropout on the weights), q already scaled. Head-major (b, h, n, d)
     operands keep each head's tokens contiguous for the batched matmuls, the layout XLA:CPU runs
     fastest (experiments/README.md, "attention layout")."""
+    dtype = self.options.dtype
     q, k, v = (t.transpose(0, 2, 1, 3) for t in (q, k, v))
     logits = einsum("bhqd,bhkd->bhqk", q, k, jnp.float32)  # softmax in float32
-    weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-    weights = nn.Dropout(self.attention_dropout_rate)(weights, deterministic=deterministic)
-    return einsum("bhqk,bhkd->bhqd", weights, v, self.dtype).transpose(0, 2, 1, 3)
+    weights = jax.nn.softmax(logits, axis=-1).astype(dtype)
+    weights = nn.Dropout(self.options.attention_dropout_rate)(weights, deterministic=deterministic)
+    return einsum("bhqk,bhkd->bhqd", weights, v, dtype).transpose(0, 2, 1, 3)
 
 
 class EncoderBlock(nn.Module):
   """Pre-norm transformer block: x + Attn(LN(x)), then x + MLP(LN(x)), each with optional drop-path.
 
-  residual_scale multiplies each branch before it is added (LV-ViT uses 1 / skip_lam).
+  options.residual_scale multiplies each branch before it is added (LV-ViT uses 1 / skip_lam).
   """
-  mlp_dim: int
-  num_heads: int
-  dropout_rate: float = 0.0
-  attention_dropout_rate: float = 0.0
+  options: BlockOptions
   drop_path_rate: float = 0.0
-  gelu_approximate: bool = True
-  layer_norm_epsilon: float = 1e-6
-  dtype: Dtype = jnp.float32
-  qkv_bias: bool = True
-  attention_scale: Optional[float] = None
-  residual_scale: float = 1.0
-  attention_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool, drop_path_rate: Any = None) -> jax.Array:
     """drop_path_rate, when given, overrides the field (a traced per-layer rate under nn.scan)."""
+    o = self.options
     rate = self.drop_path_rate if drop_path_rate is None else drop_path_rate
-    y = layer_norm(self.layer_norm_epsilon, self.dtype, "LayerNorm_0")(x)
-    y = MultiHeadDotProductAttention(
-        self.num_heads, self.attention_dropout_rate, self.dtype, self.qkv_bias,
-        self.attention_scale, self.attention_impl,
-        name="MultiHeadDotProductAttention_0")(y, deterministic)
-    y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
+    y = layer_norm(o.layer_norm_epsilon, o.dtype, "LayerNorm_0")(x)
+    y = MultiHeadDotProductAttention(o, name="MultiHeadDotProductAttention_0")(y, deterministic)
+    y = nn.Dropout(o.dropout_rate)(y, deterministic=deterministic)
     y = checkpoint_name(y, "attention_out")
     x = x + DropPath()(self._scaled(y), deterministic, rate)
     x = constrain(x, ("batch", "length", "embed"))
-    y = layer_norm(self.layer_norm_epsilon, self.dtype, "LayerNorm_1")(x)
-    y = MlpBlock(self.mlp_dim, self.dropout_rate, self.gelu_approximate, self.dtype,
-                 name="MlpBlock_0")(y, deterministic)
+    y = layer_norm(o.layer_norm_epsilon, o.dtype, "LayerNorm_1")(x)
+    y = MlpBlock(o, name="MlpBlock_0")(y, deterministic)
     y = checkpoint_name(y, "mlp_out")
     x = x + DropPath()(self._scaled(y), deterministic, rate)
     return constrain(x, ("batch", "length", "embed"))
 
   def _scaled(self, y: jax.Array) -> jax.Array:
-    return y if self.residual_scale == 1.0 else y * jnp.asarray(self.residual_scale, y.dtype)
+    scale = self.options.residual_scale
+    return y if scale == 1.0 else y * jnp.asarray(scale, y.dtype)

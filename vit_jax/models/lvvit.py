@@ -12,10 +12,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vit_jax.models.layers import check_images, constrain, layer_norm, logical
-from vit_jax.models.stack import encoder_blocks
+from vit_jax.models.layers import BlockOptions, Dense, check_images, constrain, logical
+from vit_jax.models.stack import Encoder
 from vit_jax.models.variant import Variant
-from vit_jax.models.vit import PositionEmbedding
 
 Dtype = Any
 
@@ -106,39 +105,6 @@ class ConvStem(nn.Module):
         bias_init=logical(nn.initializers.zeros, ("embed",)))(x)
 
 
-class Encoder(nn.Module):
-  """Position embeddings, LV-ViT blocks (no qkv bias, branches scaled by 1/skip_lam), final LayerNorm.
-
-  Named like the ViT encoder (posembed_input, encoderblock_i, encoder_norm), so the checkpoint tools
-  (position-embedding resize, scanned <-> unrolled layouts) apply unchanged.
-  """
-  num_layers: int
-  mlp_dim: int
-  num_heads: int
-  skip_lam: float
-  dropout_rate: float = 0.0
-  attention_dropout_rate: float = 0.0
-  stochastic_depth: float = 0.0
-  layer_norm_epsilon: float = 1e-5
-  dtype: Dtype = jnp.float32
-  scan_layers: bool = False
-  remat_policy: str = "none"
-
-  @nn.compact
-  def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
-    x = PositionEmbedding(name="posembed_input")(x)
-    x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
-    # Drop-path rates grow linearly from 0 to stochastic_depth, the official 'linear' decay.
-    x = encoder_blocks(
-        x, deterministic, num_layers=self.num_layers, stochastic_depth=self.stochastic_depth,
-        scan_layers=self.scan_layers, remat_policy=self.remat_policy,
-        mlp_dim=self.mlp_dim, num_heads=self.num_heads, dropout_rate=self.dropout_rate,
-        attention_dropout_rate=self.attention_dropout_rate, gelu_approximate=False,
-        layer_norm_epsilon=self.layer_norm_epsilon, dtype=self.dtype, qkv_bias=False,
-        residual_scale=1.0 / self.skip_lam)
-    return layer_norm(self.layer_norm_epsilon, self.dtype, "encoder_norm")(x)
-
-
 class LVViT(nn.Module):
   """LV-ViT. `model.apply(variables, images_nhwc, train=False)` returns float32 class logits.
 
@@ -150,6 +116,9 @@ class LVViT(nn.Module):
   then mixes the patch tokens of training batches. num_classes=0 returns the class-token feature
   (B, hidden); the final-LN features of all tokens (B, 1 + tokens, hidden) are sown as
   intermediates/encoded (apply with mutable=['intermediates']).
+
+  The encoder is the ViT's (posembed_input, encoderblock_i, encoder_norm), so the checkpoint tools
+  (position-embedding resize, scanned <-> unrolled layouts) apply unchanged.
   """
   num_classes: Optional[int]
   image_size: int
@@ -169,6 +138,15 @@ class LVViT(nn.Module):
   dtype: Dtype = jnp.float32
   scan_layers: bool = False    # one scanned block with a leading `layers` axis (see models/stack.py)
   remat_policy: str = "none"   # none | full | save_dots | save_named
+  attention_impl: str = "xla"  # xla | fused (cuDNN flash attention on GPU) | cpu (our C++ kernel)
+
+  def block_options(self) -> BlockOptions:
+    """No q/k/v biases, exact GELU, residual branches scaled by 1 / skip_lam (the official blocks)."""
+    return BlockOptions(
+        mlp_dim=self.mlp_dim, num_heads=self.num_heads, dropout_rate=self.dropout_rate,
+        attention_dropout_rate=self.attention_dropout_rate, gelu_approximate=False,
+        layer_norm_epsilon=self.layer_norm_epsilon, dtype=self.dtype, qkv_bias=False,
+        residual_scale=1.0 / self.skip_lam, attention_impl=self.attention_impl)
 
   def check_input(self, images: jax.Array) -> None:
     if self.patch_size % 2:
@@ -202,18 +180,17 @@ class LVViT(nn.Module):
     cls = self.param("cls", logical(_NORMAL_002, (None, None, "embed")), (1, 1, self.hidden_size))
     cls = jnp.broadcast_to(jnp.asarray(cls, self.dtype), (batch, 1, self.hidden_size))
     x = constrain(jnp.concatenate([cls, x], axis=1), ("batch", "length", "embed"))
+    # Drop-path rates grow linearly from 0 to stochastic_depth, the official 'linear' decay.
     x = Encoder(
-        num_layers=self.num_layers, mlp_dim=self.mlp_dim, num_heads=self.num_heads,
-        skip_lam=self.skip_lam, dropout_rate=self.dropout_rate,
-        attention_dropout_rate=self.attention_dropout_rate, stochastic_depth=self.stochastic_depth,
-        layer_norm_epsilon=self.layer_norm_epsilon, dtype=self.dtype, scan_layers=self.scan_layers,
-        remat_policy=self.remat_policy, name="Transformer")(x, deterministic=not train)
+        self.block_options(), self.num_layers, stochastic_depth=self.stochastic_depth,
+        scan_layers=self.scan_layers, remat_policy=self.remat_policy,
+        name="Transformer")(x, deterministic=not train)
     self.sow("intermediates", "encoded", x)  # final-LN tokens; read with mutable=['intermediates']
     if not self.num_classes:
       return x[:, 0].astype(jnp.float32)
 
     def head(name):
-      return nn.Dense(
+      return Dense(
           self.num_classes, dtype=self.dtype, name=name,
           kernel_init=logical(_NORMAL_002, ("embed", "classes")),
           bias_init=logical(nn.initializers.zeros, ("classes",)))

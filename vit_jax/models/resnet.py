@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vit_jax.models.layers import constrain, logical
+from vit_jax.models.layers import Dense, constrain, logical
 from vit_jax.models.variant import Variant
 
 Dtype = Any
@@ -181,7 +181,7 @@ class ResNetV2(nn.Module):
     x = jnp.mean(nn.relu(x), axis=(1, 2))
     if not self.num_classes:
       return x.astype(jnp.float32)
-    x = nn.Dense(
+    x = Dense(
         self.num_classes, dtype=self.dtype, name="head",
         kernel_init=logical(nn.initializers.zeros, ("conv_in", "classes")),
         bias_init=logical(nn.initializers.zeros, ("classes",)))(x)

@@ -14,9 +14,10 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from vit_jax.models.layers import EncoderBlock, check_images, constrain, logical
+from vit_jax.models.layers import BlockOptions, Dense, check_images, constrain, logical
+from vit_jax.models.layers import sinusoid_table  # noqa: F401  (part of this family's API)
+from vit_jax.models.stack import Encoder
 from vit_jax.models.variant import Variant
 
 Dtype = Any
@@ -61,23 +62,11 @@ def soft_split(x: jax.Array, kernel: int, stride: int, padding: int) -> jax.Arra
   return x.reshape(batch, out_h, out_w, channels * kernel * kernel)
 
 
-def sinusoid_table(num_positions: int, dim: int) -> np.ndarray:
-  """The fixed (1, positions, dim) table of Vaswani et al.: even features sin, odd cos.
-
-  angle[p, j] = p / 10000^(2 * floor(j / 2) / dim); computed in float64 like the official code.
-  """
-  positions = np.arange(num_positions, dtype=np.float64)[:, None]
-  exponents = 2 * (np.arange(dim) // 2) / dim
-  angles = positions / np.power(10000.0, exponents)[None, :]
-  table = np.where(np.arange(dim) % 2 == 0, np.sin(angles), np.cos(angles))
-  return table[None].astype(np.float32)
-
-
 def _dense(features: int, name: str, dtype: Dtype, use_bias: bool = True,
-           axes: tuple[Optional[str], Optional[str]] = (None, None)) -> nn.Dense:
-  return nn.Dense(features, use_bias=use_bias, dtype=dtype, name=name,
-                  kernel_init=logical(_DENSE_INIT, axes),
-                  bias_init=logical(nn.initializers.zeros, axes[1:]))
+           axes: tuple[Optional[str], Optional[str]] = (None, None)) -> Dense:
+  return Dense(features, use_bias=use_bias, dtype=dtype, name=name,
+               kernel_init=logical(_DENSE_INIT, axes),
+               bias_init=logical(nn.initializers.zeros, axes[1:]))
 
 
 def _norm(epsilon: float, dtype: Dtype, name: str) -> nn.LayerNorm:
@@ -206,36 +195,6 @@ class TokensToToken(nn.Module):
     return constrain(x, ("batch", "length", "embed"))
 
 
-class Encoder(nn.Module):
-  """Fixed sinusoid positions, dropout, pre-norm blocks (no qkv bias), final LayerNorm."""
-  num_layers: int
-  mlp_dim: int
-  num_heads: int
-  attention_scale: Optional[float]
-  dropout_rate: float = 0.0
-  attention_dropout_rate: float = 0.0
-  stochastic_depth: float = 0.0
-  gelu_approximate: bool = False
-  layer_norm_epsilon: float = 1e-5
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
-    x = x + jnp.asarray(sinusoid_table(x.shape[1], x.shape[2]), x.dtype)
-    x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
-    for i in range(self.num_layers):
-      rate = self.stochastic_depth * i / max(self.num_layers - 1, 1)  # linear in depth, as official
-      x = EncoderBlock(
-          mlp_dim=self.mlp_dim, num_heads=self.num_heads, dropout_rate=self.dropout_rate,
-          attention_dropout_rate=self.attention_dropout_rate, drop_path_rate=rate,
-          gelu_approximate=self.gelu_approximate, layer_norm_epsilon=self.layer_norm_epsilon,
-          dtype=self.dtype, qkv_bias=False, attention_scale=self.attention_scale,
-          name=f"encoderblock_{i}")(x, deterministic)
-    return nn.LayerNorm(epsilon=self.layer_norm_epsilon, dtype=self.dtype, name="encoder_norm",
-                        scale_init=logical(nn.initializers.ones, ("embed",)),
-                        bias_init=logical(nn.initializers.zeros, ("embed",)))(x)
-
-
 class T2TViT(nn.Module):
   """T2T-ViT: tokens-to-token tokenizer, class token, encoder, linear head on the class token.
 
@@ -260,6 +219,18 @@ class T2TViT(nn.Module):
   gelu_approximate: bool = False
   layer_norm_epsilon: float = 1e-5
   dtype: Dtype = jnp.float32
+  scan_layers: bool = False    # one scanned block with a leading `layers` axis (see models/stack.py)
+  remat_policy: str = "none"   # none | full | save_dots | save_named
+  attention_impl: str = "xla"  # xla | fused (cuDNN flash attention on GPU) | cpu (our C++ kernel)
+
+  def block_options(self) -> BlockOptions:
+    """Pre-norm blocks without q/k/v biases; the attention scale of `attention_scale`."""
+    scale = self.hidden_size ** -0.5 if self.attention_scale == "embed_dim" else None
+    return BlockOptions(
+        mlp_dim=self.mlp_dim, num_heads=self.num_heads, dropout_rate=self.dropout_rate,
+        attention_dropout_rate=self.attention_dropout_rate, gelu_approximate=self.gelu_approximate,
+        layer_norm_epsilon=self.layer_norm_epsilon, dtype=self.dtype, qkv_bias=False,
+        attention_scale=scale, attention_impl=self.attention_impl)
 
   def check_input(self, images: jax.Array) -> None:
     check_images(images, self.image_size, resize_hint="T2T-ViT's position table is recomputed for "
@@ -280,13 +251,11 @@ class T2TViT(nn.Module):
     cls = self.param("cls", logical(_DENSE_INIT, (None, None, "embed")), (1, 1, self.hidden_size))
     cls = jnp.broadcast_to(jnp.asarray(cls, self.dtype), (x.shape[0], 1, self.hidden_size))
     x = jnp.concatenate([cls, x], axis=1)
-    scale = self.hidden_size ** -0.5 if self.attention_scale == "embed_dim" else None
+    # Fixed sinusoid positions; drop-path rates linear in depth, as in the official code.
     x = Encoder(
-        num_layers=self.num_layers, mlp_dim=self.mlp_dim, num_heads=self.num_heads,
-        attention_scale=scale, dropout_rate=self.dropout_rate,
-        attention_dropout_rate=self.attention_dropout_rate, stochastic_depth=self.stochastic_depth,
-        gelu_approximate=self.gelu_approximate, layer_norm_epsilon=self.layer_norm_epsilon,
-        dtype=self.dtype, name="Transformer")(x, deterministic=not train)
+        self.block_options(), self.num_layers, stochastic_depth=self.stochastic_depth,
+        scan_layers=self.scan_layers, remat_policy=self.remat_policy,
+        position_embedding="sinusoid", name="Transformer")(x, deterministic=not train)
     x = x[:, 0]
     if not self.num_classes:
       return x

@@ -13,7 +13,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vit_jax.models.layers import EncoderBlock, check_images, constrain, layer_norm, logical
+from vit_jax.models.layers import (BlockOptions, Dense, EncoderBlock, check_images, constrain,
+                                   layer_norm, logical)
+from vit_jax.models.stack import layer_stack
 from vit_jax.models.variant import Variant
 
 Dtype = Any
@@ -41,7 +43,7 @@ class PixelsToPatch(nn.Module):
     num_words, inner_dim = words.shape[1:]
     x = jnp.reshape(words, (-1, num_patches, num_words * inner_dim))  # word-major, then channel.
     x = layer_norm(self.layer_norm_epsilon, self.dtype, "pixels_norm")(x)
-    x = nn.Dense(
+    x = Dense(
         self.features, use_bias=self.use_bias, dtype=self.dtype, name="dense",
         kernel_init=logical(nn.initializers.xavier_uniform(), (None, "embed")),
         bias_init=logical(nn.initializers.zeros, ("embed",)))(x)
@@ -49,37 +51,27 @@ class PixelsToPatch(nn.Module):
 
 
 class TntBlock(nn.Module):
-  """Inner transformer on the words, words -> patch tokens (class token untouched), outer transformer."""
-  inner_mlp_dim: int
-  inner_num_heads: int
-  outer_mlp_dim: int
-  outer_num_heads: int
-  dropout_rate: float = 0.0
-  attention_dropout_rate: float = 0.0
-  drop_path_rate: float = 0.0
-  gelu_approximate: bool = False
-  layer_norm_epsilon: float = 1e-5
-  dtype: Dtype = jnp.float32
+  """Inner transformer on the words, words -> patch tokens (class token untouched), outer transformer.
 
-  def encoder(self, mlp_dim: int, num_heads: int, name: str) -> EncoderBlock:
-    return EncoderBlock(
-        mlp_dim=mlp_dim, num_heads=num_heads, dropout_rate=self.dropout_rate,
-        attention_dropout_rate=self.attention_dropout_rate, drop_path_rate=self.drop_path_rate,
-        gelu_approximate=self.gelu_approximate, layer_norm_epsilon=self.layer_norm_epsilon,
-        dtype=self.dtype, qkv_bias=False, name=name)
+  One layer of the stack (models/stack.py): carries (words, patch tokens) and applies one drop-path
+  rate to the residual branches of both blocks, as the official code does.
+  """
+  inner: BlockOptions
+  outer: BlockOptions
+  drop_path_rate: float = 0.0
 
   @nn.compact
-  def __call__(self, words: jax.Array, patches: jax.Array, deterministic: bool
-               ) -> tuple[jax.Array, jax.Array]:
-    """words (batch * patches, words, inner_dim), patches (batch, 1 + patches, outer_dim)."""
-    words = self.encoder(self.inner_mlp_dim, self.inner_num_heads, "inner_encoder")(
-        words, deterministic)
+  def __call__(self, carry: tuple[jax.Array, jax.Array], deterministic: bool,
+               drop_path_rate: Any = None) -> tuple[jax.Array, jax.Array]:
+    """carry: words (batch * patches, words, inner_dim), patches (batch, 1 + patches, outer_dim)."""
+    words, patches = carry
+    rate = self.drop_path_rate if drop_path_rate is None else drop_path_rate
+    words = EncoderBlock(self.inner, name="inner_encoder")(words, deterministic, rate)
     update = PixelsToPatch(
-        patches.shape[-1], use_bias=False, layer_norm_epsilon=self.layer_norm_epsilon,
-        dtype=self.dtype, name="pixels_to_patch")(words, patches.shape[1] - 1)
+        patches.shape[-1], use_bias=False, layer_norm_epsilon=self.outer.layer_norm_epsilon,
+        dtype=self.outer.dtype, name="pixels_to_patch")(words, patches.shape[1] - 1)
     patches = jnp.concatenate([patches[:, :1], patches[:, 1:] + update], axis=1)
-    patches = self.encoder(self.outer_mlp_dim, self.outer_num_heads, "outer_encoder")(
-        patches, deterministic)
+    patches = EncoderBlock(self.outer, name="outer_encoder")(patches, deterministic, rate)
     return words, patches
 
 
@@ -106,6 +98,9 @@ class TransformerInTransformer(nn.Module):
   gelu_approximate: bool = False
   layer_norm_epsilon: float = 1e-5
   dtype: Dtype = jnp.float32
+  scan_layers: bool = False    # one scanned TntBlock `block`, leading `layers` axis (models/stack.py)
+  remat_policy: str = "none"   # none | full | save_dots | save_named (per TntBlock)
+  attention_impl: str = "xla"  # xla | fused (cuDNN flash attention on GPU) | cpu (our C++ kernel)
 
   # What the trainer asks every classifier (see vit_jax.train.loop): TNT always pools its class
   # token and has no representation layer.
@@ -116,6 +111,17 @@ class TransformerInTransformer(nn.Module):
   @property
   def representation_size(self) -> None:
     return None
+
+  def block_options(self, level: str) -> BlockOptions:
+    """The inner (word) or outer (patch) blocks: no q/k/v biases, the official eps and GELU."""
+    dim, ratio, heads = {
+        "inner": (self.inner_dim, self.inner_mlp_ratio, self.inner_num_heads),
+        "outer": (self.outer_dim, self.outer_mlp_ratio, self.outer_num_heads)}[level]
+    return BlockOptions(
+        mlp_dim=int(dim * ratio), num_heads=heads, dropout_rate=self.dropout_rate,
+        attention_dropout_rate=self.attention_dropout_rate, gelu_approximate=self.gelu_approximate,
+        layer_norm_epsilon=self.layer_norm_epsilon, dtype=self.dtype, qkv_bias=False,
+        attention_impl=self.attention_impl)
 
   def check_input(self, images: jax.Array) -> None:
     check_images(images, self.image_size, self.patch_size)
@@ -164,21 +170,17 @@ class TransformerInTransformer(nn.Module):
     patches = patches + jnp.asarray(patch_pos, self.dtype)
     patches = nn.Dropout(self.dropout_rate)(patches, deterministic=not train)
     patches = constrain(patches, ("batch", "length", "embed"))
-    for i in range(self.num_layers):
-      # Stochastic depth grows linearly with depth (0 in the first block), as in the official code.
-      rate = self.stochastic_depth * i / max(self.num_layers - 1, 1)
-      words, patches = TntBlock(
-          inner_mlp_dim=int(self.inner_dim * self.inner_mlp_ratio),
-          inner_num_heads=self.inner_num_heads,
-          outer_mlp_dim=int(self.outer_dim * self.outer_mlp_ratio),
-          outer_num_heads=self.outer_num_heads, dropout_rate=self.dropout_rate,
-          attention_dropout_rate=self.attention_dropout_rate, drop_path_rate=rate,
-          gelu_approximate=self.gelu_approximate, layer_norm_epsilon=self.layer_norm_epsilon,
-          dtype=self.dtype, name=f"block_{i}")(words, patches, not train)
-    x = layer_norm(self.layer_norm_epsilon, self.dtype, "encoder_norm")(patches)[:, 0]
+    # Stochastic depth grows linearly with depth (0 in the first block), as in the official code.
+    _, patches = layer_stack(
+        TntBlock, (words, patches), not train, name="block", num_layers=self.num_layers,
+        stochastic_depth=self.stochastic_depth, scan_layers=self.scan_layers,
+        remat_policy=self.remat_policy, inner=self.block_options("inner"),
+        outer=self.block_options("outer"))
+    x = layer_norm(self.layer_norm_epsilon, self.dtype, "encoder_norm")(patches)
+    x = x[:, 0]
     if not self.num_classes:
       return x
-    x = nn.Dense(
+    x = Dense(
         self.num_classes, dtype=self.dtype, name="head",
         kernel_init=logical(nn.initializers.zeros, ("embed", "classes")),
         bias_init=logical(nn.initializers.zeros, ("classes",)))(x)

@@ -5,53 +5,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vit_jax.models.layers import Dense, check_images, constrain, layer_norm, logical
+from vit_jax.models.layers import BlockOptions, Dense, check_images, constrain, logical
 from vit_jax.models.precision import patch_embedding_conv
-from vit_jax.models.stack import encoder_blocks
+from vit_jax.models.stack import Encoder
 from vit_jax.models.variant import Variant
 
 Dtype = Any
-
-
-class PositionEmbedding(nn.Module):
-  """Holds the learned (1, tokens, hidden) table under the public name posembed_input/pos_embedding."""
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    posemb = self.param(
-        "pos_embedding",
-        logical(nn.initializers.normal(stddev=0.02), (None, "length", "embed")),
-        (1, x.shape[1], x.shape[2]))
-    return x + jnp.asarray(posemb, x.dtype)
-
-
-class Transformer(nn.Module):
-  """The encoder: position embeddings, blocks, final LayerNorm (named as in the public checkpoints)."""
-  num_layers: int
-  mlp_dim: int
-  num_heads: int
-  dropout_rate: float = 0.0
-  attention_dropout_rate: float = 0.0
-  stochastic_depth: float = 0.0
-  gelu_approximate: bool = True
-  layer_norm_epsilon: float = 1e-6
-  dtype: Dtype = jnp.float32
-  scan_layers: bool = False
-  remat_policy: str = "none"
-  attention_impl: str = "xla"
-
-  @nn.compact
-  def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
-    x = PositionEmbedding(name="posembed_input")(x)
-    x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
-    x = encoder_blocks(
-        x, deterministic, num_layers=self.num_layers, stochastic_depth=self.stochastic_depth,
-        scan_layers=self.scan_layers, remat_policy=self.remat_policy,
-        mlp_dim=self.mlp_dim, num_heads=self.num_heads, dropout_rate=self.dropout_rate,
-        attention_dropout_rate=self.attention_dropout_rate, gelu_approximate=self.gelu_approximate,
-        layer_norm_epsilon=self.layer_norm_epsilon, dtype=self.dtype,
-        attention_impl=self.attention_impl)
-    return layer_norm(self.layer_norm_epsilon, self.dtype, "encoder_norm")(x)
 
 
 class VisionTransformer(nn.Module):
@@ -80,6 +39,13 @@ class VisionTransformer(nn.Module):
   remat_policy: str = "none"   # none | full | save_dots | save_named
   attention_impl: str = "xla"  # xla | fused (cuDNN flash attention on GPU) | cpu (our C++ kernel)
 
+  def block_options(self) -> BlockOptions:
+    return BlockOptions(
+        mlp_dim=self.mlp_dim, num_heads=self.num_heads, dropout_rate=self.dropout_rate,
+        attention_dropout_rate=self.attention_dropout_rate, gelu_approximate=self.gelu_approximate,
+        layer_norm_epsilon=self.layer_norm_epsilon, dtype=self.dtype,
+        attention_impl=self.attention_impl)
+
   def check_input(self, images: jax.Array) -> None:
     check_images(images, self.image_size, self.patch_size)
 
@@ -105,13 +71,10 @@ class VisionTransformer(nn.Module):
       cls = jnp.broadcast_to(jnp.asarray(cls, self.dtype), (x.shape[0], 1, self.hidden_size))
       x = jnp.concatenate([cls, x], axis=1)
     x = constrain(x, ("batch", "length", "embed"))
-    x = Transformer(
-        num_layers=self.num_layers, mlp_dim=self.mlp_dim, num_heads=self.num_heads,
-        dropout_rate=self.dropout_rate, attention_dropout_rate=self.attention_dropout_rate,
-        stochastic_depth=self.stochastic_depth, gelu_approximate=self.gelu_approximate,
-        layer_norm_epsilon=self.layer_norm_epsilon, dtype=self.dtype,
+    x = Encoder(
+        self.block_options(), self.num_layers, stochastic_depth=self.stochastic_depth,
         scan_layers=self.scan_layers, remat_policy=self.remat_policy,
-        attention_impl=self.attention_impl, name="Transformer")(x, deterministic=not train)
+        name="Transformer")(x, deterministic=not train)
     x = x[:, 0] if self.classifier == "token" else jnp.mean(x, axis=1)
     if self.representation_size is not None:
       x = Dense(
