@@ -80,7 +80,7 @@ def test_registry_lists_tnt_and_overrides_reach_every_dimension():
   tnt = create_model("TNT-B/16")
   assert (tnt.outer_dim, tnt.inner_dim, tnt.num_layers, tnt.outer_num_heads, tnt.inner_num_heads,
           tnt.layer_norm_epsilon, tnt.gelu_approximate) == (640, 40, 12, 10, 4, 1e-5, False)
-  assert tnt.classifier == "token" and tnt.representation_size is None
+  assert tnt.interface.pooling == "token" and not tnt.interface.representation_layer
 
 
 def test_every_parameter_carries_logical_axis_names():

@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vit_jax.models.interface import ModelInterface
 from vit_jax.models.layers import BlockOptions, Dense, check_images, constrain, logical
 from vit_jax.models.stack import Encoder
 from vit_jax.models.variant import Variant
@@ -114,8 +115,8 @@ class LVViT(nn.Module):
   cross-entropy trainer optimizes exactly what is evaluated (the official eval output). With
   return_dense=True the model returns a DenseOutput for token labeling instead; MixToken (mix_token=True)
   then mixes the patch tokens of training batches. num_classes=0 returns the class-token feature
-  (B, hidden); the final-LN features of all tokens (B, 1 + tokens, hidden) are sown as
-  intermediates/encoded (apply with mutable=['intermediates']).
+  (B, hidden). Intermediates stem_output, encoded (the final-LN features of all tokens, (B, 1 + tokens,
+  hidden)) and head_input: apply with mutable=['intermediates'] (models/interface.py).
 
   The encoder is the ViT's (posembed_input, encoderblock_i, encoder_norm), so the checkpoint tools
   (position-embedding resize, scanned <-> unrolled layouts) apply unchanged.
@@ -139,6 +140,11 @@ class LVViT(nn.Module):
   scan_layers: bool = False    # one scanned block with a leading `layers` axis (see models/stack.py)
   remat_policy: str = "none"   # none | full | save_dots | save_named
   attention_impl: str = "xla"  # xla | fused (cuDNN flash attention on GPU) | cpu (our C++ kernel)
+
+  @property
+  def interface(self) -> ModelInterface:
+    return ModelInterface(pooling="token+aux_max", class_token=True, position_embedding="learned",
+                          representation_layer=False, dense_outputs=True)
 
   def block_options(self) -> BlockOptions:
     """No q/k/v biases, exact GELU, residual branches scaled by 1 / skip_lam (the official blocks)."""
@@ -168,6 +174,8 @@ class LVViT(nn.Module):
     x = ConvStem(self.stem_channels, self.hidden_size, self.patch_size, self.dtype,
                  name="stem")(images.astype(self.dtype), train)
     batch, grid_h, grid_w, _ = x.shape
+    tokens = (batch, grid_h * grid_w, self.hidden_size)
+    self.sow("intermediates", "stem_output", jnp.reshape(x, tokens))
     mixing = train and self.mix_token
     if mixing:
       if mix_box is None:
@@ -176,7 +184,7 @@ class LVViT(nn.Module):
       x = swap_box_with_reversed_batch(x, mix_box)
     else:
       mix_box = jnp.zeros((4,), jnp.int32)
-    x = jnp.reshape(x, (batch, grid_h * grid_w, self.hidden_size))
+    x = jnp.reshape(x, tokens)
     cls = self.param("cls", logical(_NORMAL_002, (None, None, "embed")), (1, 1, self.hidden_size))
     cls = jnp.broadcast_to(jnp.asarray(cls, self.dtype), (batch, 1, self.hidden_size))
     x = constrain(jnp.concatenate([cls, x], axis=1), ("batch", "length", "embed"))
@@ -185,7 +193,8 @@ class LVViT(nn.Module):
         self.block_options(), self.num_layers, stochastic_depth=self.stochastic_depth,
         scan_layers=self.scan_layers, remat_policy=self.remat_policy,
         name="Transformer")(x, deterministic=not train)
-    self.sow("intermediates", "encoded", x)  # final-LN tokens; read with mutable=['intermediates']
+    self.sow("intermediates", "encoded", x)
+    self.sow("intermediates", "head_input", x[:, 0])
     if not self.num_classes:
       return x[:, 0].astype(jnp.float32)
 

@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vit_jax.models.interface import ModelInterface
 from vit_jax.models.layers import Dense, constrain, logical
 from vit_jax.models.variant import Variant
 
@@ -163,6 +164,11 @@ class ResNetV2(nn.Module):
   weight_std_epsilon: float = 1e-10
   dtype: Dtype = jnp.float32
 
+  @property
+  def interface(self) -> ModelInterface:
+    return ModelInterface(pooling="gap", class_token=False, position_embedding="none",
+                          representation_layer=False, dense_outputs=False)
+
   @nn.compact
   def __call__(self, images: jax.Array, *, train: bool = False) -> jax.Array:
     del train  # BiT has no dropout and no batch statistics.
@@ -174,11 +180,14 @@ class ResNetV2(nn.Module):
     width = int(64 * self.resnet_width_factor)
     x = RootBlock(width=self.resnet_root_width or width, name="root_block", **norms)(
         images.astype(self.dtype))
+    self.sow("intermediates", "stem_output", x)
     for i, num_units in enumerate(self.resnet_layers):
       x = Stage(unit=PreActBottleneck, num_units=num_units, features=width * 2 ** i,
                 first_stride=1 if i == 0 else 2, name=f"block{i + 1}", **norms)(x)
-    x = group_norm(self.num_groups, self.group_norm_epsilon, self.dtype, "norm-pre-head")(x)
-    x = jnp.mean(nn.relu(x), axis=(1, 2))
+    x = nn.relu(group_norm(self.num_groups, self.group_norm_epsilon, self.dtype, "norm-pre-head")(x))
+    self.sow("intermediates", "encoded", x)
+    x = jnp.mean(x, axis=(1, 2))
+    self.sow("intermediates", "head_input", x)
     if not self.num_classes:
       return x.astype(jnp.float32)
     x = Dense(

@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vit_jax.models.interface import ModelInterface
 from vit_jax.models.layers import BlockOptions, Dense, check_images, constrain, logical
 from vit_jax.models.layers import sinusoid_table  # noqa: F401  (part of this family's API)
 from vit_jax.models.stack import Encoder
@@ -223,6 +224,11 @@ class T2TViT(nn.Module):
   remat_policy: str = "none"   # none | full | save_dots | save_named
   attention_impl: str = "xla"  # xla | fused (cuDNN flash attention on GPU) | cpu (our C++ kernel)
 
+  @property
+  def interface(self) -> ModelInterface:
+    return ModelInterface(pooling="token", class_token=True, position_embedding="sinusoid",
+                          representation_layer=False, dense_outputs=False)
+
   def block_options(self) -> BlockOptions:
     """Pre-norm blocks without q/k/v biases; the attention scale of `attention_scale`."""
     scale = self.hidden_size ** -0.5 if self.attention_scale == "embed_dim" else None
@@ -248,6 +254,7 @@ class T2TViT(nn.Module):
         performer_dropout_rate=self.performer_dropout_rate, gelu_approximate=self.gelu_approximate,
         layer_norm_epsilon=self.layer_norm_epsilon, dtype=self.dtype,
         name="tokens_to_token")(images.astype(self.dtype), deterministic=not train)
+    self.sow("intermediates", "stem_output", x)
     cls = self.param("cls", logical(_DENSE_INIT, (None, None, "embed")), (1, 1, self.hidden_size))
     cls = jnp.broadcast_to(jnp.asarray(cls, self.dtype), (x.shape[0], 1, self.hidden_size))
     x = jnp.concatenate([cls, x], axis=1)
@@ -256,7 +263,9 @@ class T2TViT(nn.Module):
         self.block_options(), self.num_layers, stochastic_depth=self.stochastic_depth,
         scan_layers=self.scan_layers, remat_policy=self.remat_policy,
         position_embedding="sinusoid", name="Transformer")(x, deterministic=not train)
+    self.sow("intermediates", "encoded", x)
     x = x[:, 0]
+    self.sow("intermediates", "head_input", x)
     if not self.num_classes:
       return x
     x = _dense(self.num_classes, "head", self.dtype, axes=("embed", "classes"))(x)

@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vit_jax.models.interface import ModelInterface
 from vit_jax.models.layers import (BlockOptions, Dense, EncoderBlock, check_images, constrain,
                                    layer_norm, logical)
 from vit_jax.models.stack import layer_stack
@@ -102,15 +103,10 @@ class TransformerInTransformer(nn.Module):
   remat_policy: str = "none"   # none | full | save_dots | save_named (per TntBlock)
   attention_impl: str = "xla"  # xla | fused (cuDNN flash attention on GPU) | cpu (our C++ kernel)
 
-  # What the trainer asks every classifier (see vit_jax.train.loop): TNT always pools its class
-  # token and has no representation layer.
   @property
-  def classifier(self) -> str:
-    return "token"
-
-  @property
-  def representation_size(self) -> None:
-    return None
+  def interface(self) -> ModelInterface:
+    return ModelInterface(pooling="token", class_token=True, position_embedding="learned",
+                          representation_layer=False, dense_outputs=False)
 
   def block_options(self, level: str) -> BlockOptions:
     """The inner (word) or outer (patch) blocks: no q/k/v biases, the official eps and GELU."""
@@ -159,6 +155,7 @@ class TransformerInTransformer(nn.Module):
     patches = PixelsToPatch(
         self.outer_dim, use_bias=True, layer_norm_epsilon=self.layer_norm_epsilon,
         dtype=self.dtype, name="patch_embedding")(words, num_patches)
+    self.sow("intermediates", "stem_output", patches)
     cls = self.param("cls", logical(nn.initializers.zeros, (None, None, "embed")),
                      (1, 1, self.outer_dim))
     cls = jnp.broadcast_to(jnp.asarray(cls, self.dtype), (batch, 1, self.outer_dim))
@@ -177,7 +174,9 @@ class TransformerInTransformer(nn.Module):
         remat_policy=self.remat_policy, inner=self.block_options("inner"),
         outer=self.block_options("outer"))
     x = layer_norm(self.layer_norm_epsilon, self.dtype, "encoder_norm")(patches)
+    self.sow("intermediates", "encoded", x)
     x = x[:, 0]
+    self.sow("intermediates", "head_input", x)
     if not self.num_classes:
       return x
     x = Dense(

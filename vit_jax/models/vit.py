@@ -5,6 +5,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vit_jax.models.interface import ModelInterface
 from vit_jax.models.layers import BlockOptions, Dense, check_images, constrain, logical
 from vit_jax.models.precision import patch_embedding_conv
 from vit_jax.models.stack import Encoder
@@ -39,6 +40,13 @@ class VisionTransformer(nn.Module):
   remat_policy: str = "none"   # none | full | save_dots | save_named
   attention_impl: str = "xla"  # xla | fused (cuDNN flash attention on GPU) | cpu (our C++ kernel)
 
+  @property
+  def interface(self) -> ModelInterface:
+    return ModelInterface(
+        pooling=self.classifier, class_token=self.classifier == "token",
+        position_embedding="learned", representation_layer=self.representation_size is not None,
+        dense_outputs=False)
+
   def block_options(self) -> BlockOptions:
     return BlockOptions(
         mlp_dim=self.mlp_dim, num_heads=self.num_heads, dropout_rate=self.dropout_rate,
@@ -65,6 +73,7 @@ class VisionTransformer(nn.Module):
       raise ValueError(f"classifier must be 'token' or 'gap', got {self.classifier!r}")
     self.check_input(images)
     x = self.embed_patches(images.astype(self.dtype))
+    self.sow("intermediates", "stem_output", x)
     if self.classifier == "token":
       cls = self.param("cls", logical(nn.initializers.zeros, (None, None, "embed")),
                        (1, 1, self.hidden_size))
@@ -75,6 +84,7 @@ class VisionTransformer(nn.Module):
         self.block_options(), self.num_layers, stochastic_depth=self.stochastic_depth,
         scan_layers=self.scan_layers, remat_policy=self.remat_policy,
         name="Transformer")(x, deterministic=not train)
+    self.sow("intermediates", "encoded", x)
     x = x[:, 0] if self.classifier == "token" else jnp.mean(x, axis=1)
     if self.representation_size is not None:
       x = Dense(
@@ -85,6 +95,7 @@ class VisionTransformer(nn.Module):
       head_in = "mlp"
     else:
       head_in = "embed"
+    self.sow("intermediates", "head_input", x)
     if not self.num_classes:
       return x
     x = Dense(
