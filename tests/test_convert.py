@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from vit_jax import convert
-from vit_jax.models import create_model
+from vit_jax.models import create_model, registry
 
 MICRO = dict(num_classes=5, gelu_approximate=False)  # ViT-micro/4: 16 px, patch 4, D 32, 2 heads, 2 layers
 
@@ -165,11 +165,17 @@ def test_timm_features_we_lack_are_errors(key, feature):
     convert.from_torch("ViT-micro/4", state, **MICRO)
 
 
-def test_converter_does_not_import_torch():
-  tree = ast.parse(pathlib.Path(convert.__file__).read_text())
+@pytest.mark.parametrize("path", sorted(pathlib.Path(convert.__file__).parent.glob("*.py")),
+                         ids=lambda path: path.name)
+def test_converter_does_not_import_torch(path):
+  tree = ast.parse(path.read_text())
   imported = {alias.name.split(".")[0] for node in ast.walk(tree)
               if isinstance(node, (ast.Import, ast.ImportFrom))
               for alias in getattr(node, "names", [])}
   imported |= {node.module.split(".")[0] for node in ast.walk(tree)
                if isinstance(node, ast.ImportFrom) and node.module}
   assert "torch" not in imported and "timm" not in imported
+
+
+def test_every_model_family_has_one_converter():
+  assert set(convert.core.CONVERTERS) == set(registry.FAMILIES)

@@ -3,12 +3,11 @@
 Torch is never imported here: the caller turns the state dict into numpy first, e.g.
 `{k: v.float().numpy() for k, v in timm_model.state_dict().items()}`, then calls
 `params, report = from_torch('ViT-B/16', state_dict, num_classes=1000, gelu_approximate=False)`.
-Each model family has one small function that lists its name mapping (`Rule`s); `_CONVERTERS` picks it.
+Each model family has one small function that lists its name mapping (`Rule`s, vit_jax/convert/rules.py)
+in its own module; the CONVERTERS table below names them.
 """
 import dataclasses
-import importlib
-import pkgutil
-from typing import Any, Callable, Mapping, NamedTuple, Optional
+from typing import Any, Mapping, Optional
 
 import flax.linen as nn
 import flax.traverse_util
@@ -16,21 +15,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vit_jax import convert as convert_package
+from vit_jax.convert import lvvit, resnet, t2t, tnt, vit
+from vit_jax.convert.rules import RulesFn
+from vit_jax.models.hybrid import HybridVisionTransformer
+from vit_jax.models.lvvit import LVViT
 from vit_jax.models.registry import create_model
-
-Transform = Callable[[np.ndarray], np.ndarray]
-
-
-class Rule(NamedTuple):
-  """One variable of ours ('/'-joined path in `collection`), the torch key it comes from, the layout change.
-
-  collection is 'params' for weights, 'batch_stats' for BatchNorm running statistics.
-  """
-  ours: str
-  torch_key: str
-  transform: Transform
-  collection: str = "params"
+from vit_jax.models.resnet import ResNetV2
+from vit_jax.models.t2t import T2TViT
+from vit_jax.models.tnt import TransformerInTransformer
+from vit_jax.models.vit import VisionTransformer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,57 +40,15 @@ class ConversionReport:
                       line("initialized fresh", self.initialized)])
 
 
-def identity(x: np.ndarray) -> np.ndarray:
-  return x
-
-
-def linear_kernel(w: np.ndarray) -> np.ndarray:
-  """torch Linear weight (out, in) -> Dense kernel (in, out)."""
-  return w.T
-
-
-def conv_kernel(w: np.ndarray) -> np.ndarray:
-  """torch Conv2d weight OIHW -> Flax Conv kernel HWIO."""
-  return w.transpose(2, 3, 1, 0)
-
-
-def qkv_kernel(part: int, num_heads: int) -> Transform:
-  """Fused qkv Linear weight (3*D, D), rows [q; k; v] -> one of them as a (D, heads, head_dim) kernel."""
-  return lambda w: w.reshape(3, -1, w.shape[1])[part].T.reshape(w.shape[1], num_heads, -1)
-
-
-def qkv_bias(part: int, num_heads: int) -> Transform:
-  """Fused qkv bias (3*D,) -> one of q/k/v as (heads, head_dim)."""
-  return lambda b: b.reshape(3, num_heads, -1)[part]
-
-
-def out_kernel(num_heads: int) -> Transform:
-  """Attention proj Linear weight (D_out, heads*head_dim) -> (heads, head_dim, D_out) kernel."""
-  return lambda w: w.T.reshape(num_heads, -1, w.shape[0])
-
-
-def layer_norm_rules(ours: str, theirs: str) -> list["Rule"]:
-  """A torch LayerNorm (weight, bias) -> our (scale, bias)."""
-  return [Rule(f"{ours}/scale", f"{theirs}.weight", identity),
-          Rule(f"{ours}/bias", f"{theirs}.bias", identity)]
-
-
-def dense_rules(ours: str, theirs: str, bias: bool = True) -> list["Rule"]:
-  """A torch Linear -> our Dense (kernel transposed)."""
-  rules = [Rule(f"{ours}/kernel", f"{theirs}.weight", linear_kernel)]
-  return rules + [Rule(f"{ours}/bias", f"{theirs}.bias", identity)] if bias else rules
-
-
-RulesFn = Callable[[Any, set[str]], list["Rule"]]
-
-
-def _collect_converters() -> dict[type, RulesFn]:
-  """Merges the CONVERTERS table ({model class: rules function}) of every module in vit_jax.convert."""
-  converters: dict[type, RulesFn] = {}
-  for info in sorted(pkgutil.iter_modules(convert_package.__path__), key=lambda m: m.name):
-    module = importlib.import_module(f"{convert_package.__name__}.{info.name}")
-    converters.update(getattr(module, "CONVERTERS", {}))
-  return converters
+# Which rules function converts which model family, one explicit entry per family.
+CONVERTERS: dict[type, RulesFn] = {
+    VisionTransformer: vit.vit_rules,
+    HybridVisionTransformer: resnet.hybrid_rules,
+    ResNetV2: resnet.bit_rules,
+    TransformerInTransformer: tnt.tnt_rules,
+    T2TViT: t2t.t2t_rules,
+    LVViT: lvvit.lvvit_rules,
+}
 
 _HINTS = {
     "pos_embedding": "the image size or class-token setting differs (timm no_embed_class=True stores no "
@@ -157,14 +108,13 @@ def from_torch_variables(name: str, state_dict: Mapping[str, Any], *, allow_miss
   Returns (nested dict of numpy float arrays, ConversionReport).
   """
   model = create_model(name, **overrides)
-  converters = _collect_converters()
-  converter = converters.get(type(model))
+  converter = CONVERTERS.get(type(model))
   if converter is None:
     raise NotImplementedError(
         f"no torch converter for {name} ({type(model).__name__}); known: "
-        f"{', '.join(c.__name__ for c in converters)}")
+        f"{', '.join(c.__name__ for c in CONVERTERS)}")
   expected = _expected_leaves(model)
-  rules = [r._replace(ours=f"{r.collection}/{r.ours}") for r in converter(model, set(state_dict))]
+  rules = [r._replace(ours=f"{r.collection}/{r.ours}") for r in converter(model, state_dict)]
   by_path = {r.ours: r for r in rules if r.ours in expected}
   read, missing, mismatched, leaves = set(), [], [], {}
   for path, spec in expected.items():

@@ -5,8 +5,11 @@ BatchNorm running statistics go to the 'batch_stats' collection: convert with
 use here and are reported unused.
 """
 import re
+from typing import Mapping
 
-from vit_jax.convert.core import (Rule, conv_kernel, dense_rules, identity, layer_norm_rules,
+import numpy as np
+
+from vit_jax.convert.rules import (Rule, conv_kernel, dense_rules, identity, layer_norm_rules,
                                    out_kernel, qkv_kernel)
 from vit_jax.models.lvvit import LVViT
 
@@ -19,13 +22,13 @@ _UNSUPPORTED = {
 }
 
 
-def lvvit_rules(model: LVViT, keys: set[str]) -> list[Rule]:
+def lvvit_rules(model: LVViT, state_dict: Mapping[str, np.ndarray]) -> list[Rule]:
   """Official LV-ViT names (patch_embed.*, blocks.i.*, norm, head, aux_head) -> ours."""
   for pattern, feature in _UNSUPPORTED.items():
-    found = sorted(k for k in keys if re.search(pattern, k))
+    found = sorted(k for k in state_dict if re.search(pattern, k))
     if found:
       raise ValueError(f"the state dict holds {found[:4]}: {feature}, which LVViT does not have.")
-  if "head.weight" in keys and "aux_head.weight" not in keys:
+  if "head.weight" in state_dict and "aux_head.weight" not in state_dict:
     raise ValueError(
         "the state dict has a head but no aux_head: it comes from an LV-ViT built without "
         "return_dense (official 'lvvit'/'vit'), whose output is the class head alone, while LVViT adds "
@@ -62,5 +65,3 @@ def lvvit_rules(model: LVViT, keys: set[str]) -> list[Rule]:
   rules += dense("aux_head", "aux_head")
   return rules
 
-
-CONVERTERS = {LVViT: lvvit_rules}

@@ -7,10 +7,11 @@ differ from the official models in two epsilons; convert with them for an exact 
                      weight_std_form='sqrt_var', gelu_approximate=False)
 """
 import re
+from typing import Iterable, Mapping
 
 import numpy as np
 
-from vit_jax.convert.core import Rule, conv_kernel, identity
+from vit_jax.convert.rules import Rule, conv_kernel, identity
 from vit_jax.convert.vit import vit_rules
 from vit_jax.models.hybrid import HybridVisionTransformer
 from vit_jax.models.resnet import ResNetV2
@@ -24,7 +25,7 @@ _TIMM_BIT_UNSUPPORTED = {
 }
 
 
-def _check_supported(keys: set[str], table: dict[str, str], model_name: str) -> None:
+def _check_supported(keys: Iterable[str], table: dict[str, str], model_name: str) -> None:
   for pattern, feature in table.items():
     found = sorted(k for k in keys if re.search(pattern, k))
     if found:
@@ -54,9 +55,9 @@ def _bottleneck_rules(ours: str, theirs: str, *, projection_norm: bool) -> list[
   return rules + (_norm(f"{ours}/gn_proj", f"{theirs}.downsample.norm") if projection_norm else [])
 
 
-def bit_rules(model: ResNetV2, keys: set[str]) -> list[Rule]:
+def bit_rules(model: ResNetV2, state_dict: Mapping[str, np.ndarray]) -> list[Rule]:
   """timm `ResNetV2(preact=True, stem_type='fixed')` -> our BiT (official bit_jax / big_vision names)."""
-  _check_supported(keys, _TIMM_BIT_UNSUPPORTED, type(model).__name__)
+  _check_supported(state_dict, _TIMM_BIT_UNSUPPORTED, type(model).__name__)
   rules = _conv("root_block/conv_root", "stem.conv")
   for i, num_units in enumerate(model.resnet_layers):
     for j in range(num_units):
@@ -68,7 +69,7 @@ def bit_rules(model: ResNetV2, keys: set[str]) -> list[Rule]:
   return rules
 
 
-def hybrid_rules(model: HybridVisionTransformer, keys: set[str]) -> list[Rule]:
+def hybrid_rules(model: HybridVisionTransformer, state_dict: Mapping[str, np.ndarray]) -> list[Rule]:
   """timm VisionTransformer with a HybridEmbed(ResNetV2(preact=False, stem_type='same')) -> ours.
 
   With stages the backbone's root sits under `stem.`; a root-only backbone (R+ViT-Ti/16, timm
@@ -82,7 +83,5 @@ def hybrid_rules(model: HybridVisionTransformer, keys: set[str]) -> list[Rule]:
       rules += _bottleneck_rules(f"block{i + 1}/unit{j + 1}", f"{backbone}stages.{i}.blocks.{j}",
                                  projection_norm=True)
   # The transformer half, and `embedding` <- patch_embed.proj (the 1x1 or PxP conv on the feature map).
-  return rules + vit_rules(model, keys)
+  return rules + vit_rules(model, state_dict)
 
-
-CONVERTERS = {ResNetV2: bit_rules, HybridVisionTransformer: hybrid_rules}

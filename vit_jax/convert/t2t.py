@@ -5,7 +5,11 @@ attention_scale='embed_dim'. The Performer matrices `tokens_to_token.attention{1
 'constants' collection (use from_torch_variables); `pos_embed` is the fixed sinusoid table, which our
 model recomputes, so it is reported as unused.
 """
-from vit_jax.convert.core import (Rule, dense_rules, identity, layer_norm_rules, out_kernel,
+from typing import Mapping
+
+import numpy as np
+
+from vit_jax.convert.rules import (Rule, dense_rules, identity, layer_norm_rules, out_kernel,
                                    qkv_kernel)
 from vit_jax.models.t2t import CONSTANTS, T2TViT
 
@@ -27,10 +31,10 @@ def _t2t_layer_rules(model: T2TViT, index: int) -> list[Rule]:
       *dense_rules(f"{ours}/mlp/Dense_1", f"{theirs}.mlp.fc2")]
 
 
-def t2t_rules(model: T2TViT, keys: set[str]) -> list[Rule]:
+def t2t_rules(model: T2TViT, state_dict: Mapping[str, np.ndarray]) -> list[Rule]:
   """Official T2T-ViT names -> ours (docs/architectures.md#reference-names lists the official keys)."""
-  performer_keys = any(k.endswith(".kqv.weight") for k in keys if k.startswith("tokens_to_token."))
-  transformer_keys = any(k.endswith(".attn.qkv.weight") for k in keys
+  performer_keys = any(k.endswith(".kqv.weight") for k in state_dict if k.startswith("tokens_to_token."))
+  transformer_keys = any(k.endswith(".attn.qkv.weight") for k in state_dict
                          if k.startswith("tokens_to_token."))
   if (model.tokens_type == "performer" and transformer_keys) or (
       model.tokens_type == "transformer" and performer_keys):
@@ -58,5 +62,3 @@ def t2t_rules(model: T2TViT, keys: set[str]) -> list[Rule]:
   rules += dense_rules("head", "head")
   return rules
 
-
-CONVERTERS = {T2TViT: t2t_rules}

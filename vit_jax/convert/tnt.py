@@ -4,10 +4,12 @@ timm names, layouts and the official ones are in docs/architectures.md#tnt-op-or
 #tnt-official-names.
 """
 import re
+from typing import Mapping
 
 import numpy as np
 
-from vit_jax.convert.core import Rule, Transform, conv_kernel, identity, linear_kernel
+from vit_jax.convert.rules import (Rule, Transform, conv_kernel, dense_rules, identity,
+                                   layer_norm_rules, out_kernel)
 from vit_jax.models.tnt import TransformerInTransformer
 
 
@@ -19,11 +21,6 @@ def _qk_kernel(part: int, num_heads: int) -> Transform:
 def _v_kernel(num_heads: int) -> Transform:
   """v Linear weight (D, D) -> (D, heads, head_dim) kernel."""
   return lambda w: w.T.reshape(w.shape[1], num_heads, -1)
-
-
-def _out_kernel(num_heads: int) -> Transform:
-  """Attention proj Linear weight (D_out, heads*head_dim) -> (heads, head_dim, D_out) kernel."""
-  return lambda w: w.T.reshape(num_heads, -1, w.shape[0])
 
 
 def _pixel_pos(w: np.ndarray) -> np.ndarray:
@@ -41,21 +38,15 @@ _UNSUPPORTED = {
 }
 
 
-def tnt_rules(model: TransformerInTransformer, keys: set[str]) -> list[Rule]:
+def tnt_rules(model: TransformerInTransformer, state_dict: Mapping[str, np.ndarray]) -> list[Rule]:
   """Our TNT parameter paths and the timm keys (with layout changes) they come from."""
   for pattern, feature in _UNSUPPORTED.items():
-    found = sorted(k for k in keys if re.search(pattern, k))
+    found = sorted(k for k in state_dict if re.search(pattern, k))
     if found:
       raise ValueError(f"the state dict holds {found[:4]}: {feature}, which "
                        f"{model.__class__.__name__} does not support.")
 
-  def layer_norm(ours, theirs):
-    return [Rule(f"{ours}/scale", f"{theirs}.weight", identity),
-            Rule(f"{ours}/bias", f"{theirs}.bias", identity)]
-
-  def dense(ours, theirs, bias=True):
-    rules = [Rule(f"{ours}/kernel", f"{theirs}.weight", linear_kernel)]
-    return rules + ([Rule(f"{ours}/bias", f"{theirs}.bias", identity)] if bias else [])
+  layer_norm, dense = layer_norm_rules, dense_rules
 
   def pixels_to_patch(ours, theirs_prefix, bias):
     return (layer_norm(f"{ours}/pixels_norm", f"{theirs_prefix}norm1_proj")
@@ -68,7 +59,7 @@ def tnt_rules(model: TransformerInTransformer, keys: set[str]) -> list[Rule]:
             + [Rule(f"{mha}/query/kernel", f"{attn}.qk.weight", _qk_kernel(0, heads)),
                Rule(f"{mha}/key/kernel", f"{attn}.qk.weight", _qk_kernel(1, heads)),
                Rule(f"{mha}/value/kernel", f"{attn}.v.weight", _v_kernel(heads)),
-               Rule(f"{mha}/out/kernel", f"{attn}.proj.weight", _out_kernel(heads)),
+               Rule(f"{mha}/out/kernel", f"{attn}.proj.weight", out_kernel(heads)),
                Rule(f"{mha}/out/bias", f"{attn}.proj.bias", identity)]
             + layer_norm(f"{ours}/LayerNorm_1", norm2)
             + dense(f"{ours}/MlpBlock_0/Dense_0", f"{mlp}.fc1")
@@ -91,5 +82,3 @@ def tnt_rules(model: TransformerInTransformer, keys: set[str]) -> list[Rule]:
   rules += dense("head", "head")
   return rules
 
-
-CONVERTERS = {TransformerInTransformer: tnt_rules}

@@ -1,7 +1,10 @@
 """The timm VisionTransformer -> vit_jax ViT mapping (docs/architectures.md#vit-timm-mapping)."""
 import re
+from typing import Mapping
 
-from vit_jax.convert.core import (Rule, conv_kernel, dense_rules, identity, layer_norm_rules,
+import numpy as np
+
+from vit_jax.convert.rules import (Rule, conv_kernel, dense_rules, identity, layer_norm_rules,
                                    out_kernel, qkv_bias, qkv_kernel)
 from vit_jax.models.vit import VisionTransformer
 
@@ -22,10 +25,10 @@ _TIMM_VIT_UNSUPPORTED = {
 }
 
 
-def vit_rules(model: VisionTransformer, keys: set[str]) -> list[Rule]:
+def vit_rules(model: VisionTransformer, state_dict: Mapping[str, np.ndarray]) -> list[Rule]:
   """The timm VisionTransformer <-> vit_jax mapping (docs/architectures.md#vit-timm-mapping)."""
   for pattern, feature in _TIMM_VIT_UNSUPPORTED.items():
-    found = sorted(k for k in keys if re.search(pattern, k))
+    found = sorted(k for k in state_dict if re.search(pattern, k))
     if found:
       raise ValueError(f"the state dict holds {found[:4]}: {feature}, which {model.__class__.__name__} "
                        "does not have.")
@@ -52,5 +55,3 @@ def vit_rules(model: VisionTransformer, keys: set[str]) -> list[Rule]:
   rules += dense("head", "head")
   return rules  # pre_logits has no timm counterpart: it is reported missing when the model has one.
 
-
-CONVERTERS = {VisionTransformer: vit_rules}
