@@ -11,6 +11,7 @@ import pytest
 
 from vit_jax import convert
 from vit_jax.models import create_model, registry
+from vit_jax.models.t2t import sinusoid_table
 
 MICRO = dict(num_classes=5, gelu_approximate=False)  # ViT-micro/4: 16 px, patch 4, D 32, 2 heads, 2 layers
 
@@ -179,3 +180,17 @@ def test_converter_does_not_import_torch(path):
 
 def test_every_model_family_has_one_converter():
   assert set(convert.core.CONVERTERS) == set(registry.FAMILIES)
+
+
+def test_t2t_checkpoints_must_hold_the_sinusoid_table_the_model_computes():
+  """T2TViT never loads `pos_embed`: it recomputes the table, so a checkpoint with another table would
+  silently become another function. Any number of positions passes (a new resolution recomputes it)."""
+  for table in (sinusoid_table(5, 32), sinusoid_table(197, 32), sinusoid_table(5, 32) + 1e-7):
+    with pytest.raises(ValueError) as error:  # the check passes; the weights are missing
+      convert.from_torch_variables("T2T-ViT-test", {"pos_embed": table})
+    assert "missing: " in str(error.value) and "sinusoid" not in str(error.value)
+  learned = sinusoid_table(5, 32)
+  learned[0, 3, 7] += 1e-3
+  with pytest.raises(ValueError, match=r"pos_embed \(1, 5, 32\) is not the fixed sinusoid table "
+                                       r"T2TViT computes \(max difference 0\.001 > 1e-06\)"):
+    convert.from_torch_variables("T2T-ViT-test", {"pos_embed": learned})
