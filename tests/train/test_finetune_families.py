@@ -32,7 +32,8 @@ def test_every_family_fine_tunes_at_twice_the_resolution_from_the_command_line(c
   config = load_config_file(str(ROOT / config_arg))
   config.unlock()
   config.data.image_size = size
-  config.train.update(epochs=0.0, steps=1, log_every=1, checkpoint_every=1)
+  config.train.update(epochs=0.0, steps=2, log_every=1, checkpoint_every=2)
+  config.optim.warmup_steps = 1
   config.batch_size, config.eval_batch_size = 16, 512
   train_and_evaluate(config.lock(), str(tmp_path / "pretrain"))
 
@@ -40,7 +41,8 @@ def test_every_family_fine_tunes_at_twice_the_resolution_from_the_command_line(c
   proc = subprocess.run(
       [sys.executable, "-m", "vit_jax.main", f"--config={config_arg}",
        f"--workdir={tmp_path / 'finetune'}", f"--config.init_from={tmp_path / 'pretrain'}",
-       f"--config.data.image_size={2 * size}", "--config.train.epochs=0", "--config.train.steps=1",
+       f"--config.data.image_size={2 * size}", "--config.train.epochs=0", "--config.train.steps=2",
+       "--config.optim.warmup_steps=1",
        "--config.train.log_every=1", "--config.batch_size=16", "--config.eval_batch_size=512",
        "--config.data.pp_batch=", "--config.data.pp_train="],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)  # a hard limit against hangs
