@@ -16,8 +16,7 @@ STRATEGIES = {
 
 
 def config_for(strategy, mesh, **train):
-  config = base_config()
-  config.model_name = "ViT-micro/4"
+  config = base_config("ViT-micro/4")
   config.data.image_size = 16
   config.batch_size = 16
   config.train.steps = 5

@@ -184,7 +184,7 @@ def test_config_is_the_vit_paper_imagenet_recipe(variant, name):
   assert (config.optim.name, config.optim.learning_rate, config.optim.weight_decay,
           config.optim.warmup_steps, config.optim.grad_clip_norm, config.batch_size,
           config.train.epochs, config.model.dropout_rate) == (
-              "adam", 3e-3, 0.3, 10_000, 1.0, 4096, 300.0, 0.1)
+              "adamw", 3e-3, 0.3, 10_000, 1.0, 4096, 300.0, 0.1)
   model = create_model(config.model_name, num_classes=1000, image_size=config.data.image_size,
                        **model_overrides(config))
   assert isinstance(model, HybridVisionTransformer) and model.dropout_rate == 0.1
@@ -198,8 +198,7 @@ def test_config_rejects_unknown_variant():
 
 
 def test_tiny_hybrid_trains_on_eight_devices_with_the_batch_sharded(train_losses):
-  config = base_config()
-  config.model_name = "R+ViT-testing"
+  config = base_config("R+ViT-testing")
   config.data.image_size = 32
   config.batch_size = 16
   config.train.steps = 8

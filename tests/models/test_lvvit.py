@@ -15,7 +15,6 @@ from vit_jax.models import create_model
 from vit_jax.models import lvvit
 from vit_jax.train import build
 from vit_jax.train.state import TrainState
-from vit_jax.train.step import make_train_step
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
 
@@ -259,8 +258,7 @@ def test_unknown_config_variant_is_an_error():
 
 
 def tiny_config():
-  config = base_config()
-  config.model_name = "LV-ViT-test"
+  config = base_config("LV-ViT-test")
   config.data.image_size = 32
   config.batch_size = 16
   config.train.steps = 12
@@ -284,16 +282,15 @@ def test_train_step_updates_the_batch_statistics_of_a_sharded_batch():
   state = jax.device_put(TrainState(
       step=np.zeros((), np.int32), params=params, opt_state=setup.tx.init(params),
       rng=jax.random.key_data(jax.random.key(0)), model_state=variables), setup.state_shardings)
-  step = jax.jit(make_train_step(setup.model, setup.tx, setup.schedule),
-                 in_shardings=(setup.state_shardings, None), out_shardings=(setup.state_shardings, None))
   images = np.random.RandomState(0).normal(size=(16, 32, 32, 3)).astype(np.float32)
   batch = {"image": images, "label": np.arange(16, dtype=np.int32) % 10}
   with parallel.activate(setup.mesh, setup.rules):
     batch = parallel.global_batch(batch, setup.mesh, setup.rules)
     assert batch["image"].sharding.spec[0] is not None  # the batch really is split over devices
-    new_state, metrics = step(state, batch)
+    before = jax.device_get(state.model_state)
+    new_state, metrics = setup.train_step(state, batch)  # donates `state`
   assert np.isfinite(float(metrics["loss"]))
-  before, after = jax.device_get((state.model_state, new_state.model_state))
+  after = jax.device_get(new_state.model_state)
   assert set(after) == {"batch_stats"}
   for bn in ("bn1", "bn2", "bn3"):
     assert not np.allclose(after["batch_stats"]["stem"][bn]["mean"],

@@ -171,8 +171,7 @@ def test_config_rejects_unknown_variant():
 
 
 def test_tiny_bit_trains_on_eight_devices_with_the_batch_sharded(train_losses):
-  config = base_config()
-  config.model_name = "BiT-testing"
+  config = base_config("BiT-testing")
   config.data.image_size = 32
   config.batch_size = 16
   config.train.steps = 8

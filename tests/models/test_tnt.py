@@ -183,8 +183,7 @@ def test_config_rejects_unknown_variant():
 
 
 def test_trains_on_eight_devices_with_a_sharded_batch(train_losses):
-  config = base_config()
-  config.model_name = "TNT-test"
+  config = base_config("TNT-test")
   config.data.image_size = 32
   config.batch_size = 16
   config.train.steps = 8

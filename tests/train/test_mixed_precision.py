@@ -11,8 +11,7 @@ from vit_jax.train.optim import make_optimizer
 
 
 def tiny(dtype=None, mu_dtype=""):
-  config = base_config()
-  config.model_name = "ViT-micro/4"
+  config = base_config("ViT-micro/4")
   config.data.image_size = 16
   config.batch_size = 16
   config.train.steps = 12
