@@ -9,8 +9,8 @@ from typing import Mapping
 
 import numpy as np
 
-from vit_jax.convert.rules import (Rule, conv_kernel, dense_rules, identity, layer_norm_rules,
-                                   out_kernel, qkv_kernel)
+from vit_jax.convert.rules import (Rule, conv_kernel, dense_rules, encoder_blocks_rules, identity,
+                                   layer_norm_rules)
 from vit_jax.models.lvvit import LVViT
 
 
@@ -34,7 +34,6 @@ def lvvit_rules(model: LVViT, state_dict: Mapping[str, np.ndarray]) -> list[Rule
         "return_dense (official 'lvvit'/'vit'), whose output is the class head alone, while LVViT adds "
         "0.5 x the max token logit; convert an lvvit_t/s/m/l checkpoint, or drop head.* as well and "
         "pass allow_missing=True to start both heads fresh")
-  heads = model.num_heads
   rules = []
   for i in (1, 2, 3):
     stem, theirs = f"stem/bn{i}", f"patch_embed.bn{i}"
@@ -48,20 +47,9 @@ def lvvit_rules(model: LVViT, state_dict: Mapping[str, np.ndarray]) -> list[Rule
             Rule("cls", "cls_token", identity),
             Rule("Transformer/posembed_input/pos_embedding", "pos_embed", identity)]
 
-  layer_norm, dense = layer_norm_rules, dense_rules
-  for i in range(model.num_layers):
-    ours, theirs = f"Transformer/encoderblock_{i}", f"blocks.{i}"
-    attn = f"{ours}/MultiHeadDotProductAttention_0"
-    rules += layer_norm(f"{ours}/LayerNorm_0", f"{theirs}.norm1")
-    rules += [Rule(f"{attn}/{name}/kernel", f"{theirs}.attn.qkv.weight", qkv_kernel(part, heads))
-              for part, name in enumerate(("query", "key", "value"))]
-    rules += [Rule(f"{attn}/out/kernel", f"{theirs}.attn.proj.weight", out_kernel(heads)),
-              Rule(f"{attn}/out/bias", f"{theirs}.attn.proj.bias", identity)]
-    rules += layer_norm(f"{ours}/LayerNorm_1", f"{theirs}.norm2")
-    rules += dense(f"{ours}/MlpBlock_0/Dense_0", f"{theirs}.mlp.fc1")
-    rules += dense(f"{ours}/MlpBlock_0/Dense_1", f"{theirs}.mlp.fc2")
-  rules += layer_norm("Transformer/encoder_norm", "norm")
-  rules += dense("head", "head")
-  rules += dense("aux_head", "aux_head")
+  rules += encoder_blocks_rules(model, qkv_biases=False)
+  rules += layer_norm_rules("Transformer/encoder_norm", "norm")
+  rules += dense_rules("head", "head")
+  rules += dense_rules("aux_head", "aux_head")
   return rules
 

@@ -61,6 +61,26 @@ def dense_rules(ours: str, theirs: str, bias: bool = True) -> list[Rule]:
   return rules + [Rule(f"{ours}/bias", f"{theirs}.bias", identity)] if bias else rules
 
 
+def encoder_blocks_rules(model: Any, qkv_biases: bool) -> list[Rule]:
+  """The timm-style pre-norm blocks `blocks.{i}` (norm1, fused attn.qkv, attn.proj, norm2, mlp.fc1/fc2)
+  -> our EncoderBlocks Transformer/encoderblock_{i} (ViT, the hybrid, T2T-ViT, LV-ViT)."""
+  heads, rules = model.num_heads, []
+  for i in range(model.num_layers):
+    ours, theirs = f"Transformer/encoderblock_{i}", f"blocks.{i}"
+    attn = f"{ours}/MultiHeadDotProductAttention_0"
+    rules += layer_norm_rules(f"{ours}/LayerNorm_0", f"{theirs}.norm1")
+    for part, name in enumerate(("query", "key", "value")):
+      rules.append(Rule(f"{attn}/{name}/kernel", f"{theirs}.attn.qkv.weight", qkv_kernel(part, heads)))
+      if qkv_biases:
+        rules.append(Rule(f"{attn}/{name}/bias", f"{theirs}.attn.qkv.bias", qkv_bias(part, heads)))
+    rules += [Rule(f"{attn}/out/kernel", f"{theirs}.attn.proj.weight", out_kernel(heads)),
+              Rule(f"{attn}/out/bias", f"{theirs}.attn.proj.bias", identity)]
+    rules += layer_norm_rules(f"{ours}/LayerNorm_1", f"{theirs}.norm2")
+    rules += dense_rules(f"{ours}/MlpBlock_0/Dense_0", f"{theirs}.mlp.fc1")
+    rules += dense_rules(f"{ours}/MlpBlock_0/Dense_1", f"{theirs}.mlp.fc2")
+  return rules
+
+
 # A family's rules function: (model, state dict) -> the rules of every variable of the model. It
 # raises on state dicts it cannot convert (options of the reference model that ours lacks).
 RulesFn = Callable[[Any, Mapping[str, np.ndarray]], list[Rule]]

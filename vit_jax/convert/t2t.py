@@ -10,8 +10,8 @@ from typing import Mapping
 
 import numpy as np
 
-from vit_jax.convert.rules import (Rule, dense_rules, identity, layer_norm_rules, out_kernel,
-                                   qkv_kernel)
+from vit_jax.convert.rules import (Rule, dense_rules, encoder_blocks_rules, identity,
+                                   layer_norm_rules)
 from vit_jax.models.t2t import CONSTANTS, T2TViT, sinusoid_table
 
 SINUSOID_TOLERANCE = 1e-6  # both tables are float64 computations rounded to float32
@@ -67,21 +67,10 @@ def t2t_rules(model: T2TViT, state_dict: Mapping[str, np.ndarray]) -> list[Rule]
         f"{model.tokens_type!r}; use a T2T-ViT{'_t' if other == 'transformer' else ''}-* name "
         f"or pass tokens_type={other!r}")
   check_sinusoid_table(state_dict)
-  heads = model.num_heads
   rules = [*_t2t_layer_rules(model, 1), *_t2t_layer_rules(model, 2),
            *dense_rules("tokens_to_token/project", "tokens_to_token.project"),
            Rule("cls", "cls_token", identity)]
-  for i in range(model.num_layers):
-    ours, theirs = f"Transformer/encoderblock_{i}", f"blocks.{i}"
-    attn = f"{ours}/MultiHeadDotProductAttention_0"
-    rules += layer_norm_rules(f"{ours}/LayerNorm_0", f"{theirs}.norm1")
-    rules += [Rule(f"{attn}/{name}/kernel", f"{theirs}.attn.qkv.weight", qkv_kernel(part, heads))
-              for part, name in enumerate(("query", "key", "value"))]
-    rules += [Rule(f"{attn}/out/kernel", f"{theirs}.attn.proj.weight", out_kernel(heads)),
-              Rule(f"{attn}/out/bias", f"{theirs}.attn.proj.bias", identity)]
-    rules += layer_norm_rules(f"{ours}/LayerNorm_1", f"{theirs}.norm2")
-    rules += dense_rules(f"{ours}/MlpBlock_0/Dense_0", f"{theirs}.mlp.fc1")
-    rules += dense_rules(f"{ours}/MlpBlock_0/Dense_1", f"{theirs}.mlp.fc2")
+  rules += encoder_blocks_rules(model, qkv_biases=False)
   rules += layer_norm_rules("Transformer/encoder_norm", "norm")
   rules += dense_rules("head", "head")
   return rules

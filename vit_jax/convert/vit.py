@@ -4,8 +4,8 @@ from typing import Mapping
 
 import numpy as np
 
-from vit_jax.convert.rules import (Rule, conv_kernel, dense_rules, identity, layer_norm_rules,
-                                   out_kernel, qkv_bias, qkv_kernel)
+from vit_jax.convert.rules import (Rule, conv_kernel, dense_rules, encoder_blocks_rules, identity,
+                                   layer_norm_rules)
 from vit_jax.models.vit import VisionTransformer
 
 
@@ -32,26 +32,13 @@ def vit_rules(model: VisionTransformer, state_dict: Mapping[str, np.ndarray]) ->
     if found:
       raise ValueError(f"the state dict holds {found[:4]}: {feature}, which {model.__class__.__name__} "
                        "does not have.")
-  heads = model.num_heads
   rules = [Rule("embedding/kernel", "patch_embed.proj.weight", conv_kernel),
            Rule("embedding/bias", "patch_embed.proj.bias", identity),
            Rule("cls", "cls_token", identity),
            Rule("Transformer/posembed_input/pos_embedding", "pos_embed", identity)]
 
-  layer_norm, dense = layer_norm_rules, dense_rules
-  for i in range(model.num_layers):
-    ours, theirs = f"Transformer/encoderblock_{i}", f"blocks.{i}"
-    attn = f"{ours}/MultiHeadDotProductAttention_0"
-    rules += layer_norm(f"{ours}/LayerNorm_0", f"{theirs}.norm1")
-    for part, name in enumerate(("query", "key", "value")):
-      rules += [Rule(f"{attn}/{name}/kernel", f"{theirs}.attn.qkv.weight", qkv_kernel(part, heads)),
-                Rule(f"{attn}/{name}/bias", f"{theirs}.attn.qkv.bias", qkv_bias(part, heads))]
-    rules += [Rule(f"{attn}/out/kernel", f"{theirs}.attn.proj.weight", out_kernel(heads)),
-              Rule(f"{attn}/out/bias", f"{theirs}.attn.proj.bias", identity)]
-    rules += layer_norm(f"{ours}/LayerNorm_1", f"{theirs}.norm2")
-    rules += dense(f"{ours}/MlpBlock_0/Dense_0", f"{theirs}.mlp.fc1")
-    rules += dense(f"{ours}/MlpBlock_0/Dense_1", f"{theirs}.mlp.fc2")
-  rules += layer_norm("Transformer/encoder_norm", "norm")
-  rules += dense("head", "head")
+  rules += encoder_blocks_rules(model, qkv_biases=True)
+  rules += layer_norm_rules("Transformer/encoder_norm", "norm")
+  rules += dense_rules("head", "head")
   return rules  # pre_logits has no timm counterpart: it is reported missing when the model has one.
 
