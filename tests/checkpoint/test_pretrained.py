@@ -122,8 +122,8 @@ def test_tnt_finetune_at_twice_the_resolution_resizes_the_patch_table():
   indexes the words inside one patch, which do not change with the image size."""
   _, pretrained = init_params("TNT-test", num_classes=10)  # 32 px: 4x4 patches + cls, 4x4 words.
   model, fresh = init_params("TNT-test", seed=1, num_classes=5, image_size=64)  # 8x8 patches + cls.
-  params, report = load_pretrained(fresh, pretrained, has_class_token=model.classifier == "token",
-                                   keep_pre_logits=model.representation_size is not None)
+  params, report = load_pretrained(fresh, pretrained, has_class_token=model.interface.class_token,
+                                   keep_pre_logits=model.interface.representation_layer)
   assert report.resized == [("patch_pos_embedding", (1, 17, 32), (1, 65, 32))]
   assert "pixel_pos_embedding" in report.loaded
   assert report.reset == ["head/bias", "head/kernel"]
