@@ -10,7 +10,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import pytest  # noqa: E402  (after the environment is set)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")  # It keeps no state: module fixtures may use it too.
 def train_losses():
   """Runs a few sharded train steps of a config on learnable synthetic data; returns the losses.
 
@@ -42,3 +42,11 @@ def train_losses():
     return losses
 
   return run
+
+
+@pytest.fixture(scope="session")
+def compilation_cache(tmp_path_factory):
+  """A persistent XLA compilation cache for child processes (JAX_COMPILATION_CACHE_DIR): jobs that
+  compile the same programs (model, mesh, schedule) then compile them once per test session."""
+  return tmp_path_factory.mktemp("compilation_cache")
+

@@ -3,13 +3,14 @@ again every step, and it stays off where it would not help or could not take eff
 on Linux with glibc (as its CI does), so every test here applies."""
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
 from vit_jax import host_memory
+
+from . import processes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEMP_PAGES = 4096 * 8192 * 4 // 4096  # the 128 MiB temporary of the step below, in 4 KiB pages
@@ -34,8 +35,8 @@ print(json.dumps({"applied": kept.applied, "reason": kept.reason, "faults": faul
 
 def _run_steps(**env):
   env = dict(os.environ, JAX_PLATFORMS="cpu", **env)
-  done = subprocess.run([sys.executable, "-c", STEP_SCRIPT], cwd=ROOT, env=env, capture_output=True,
-                        text=True, timeout=300, check=True)
+  done = processes.run([sys.executable, "-c", STEP_SCRIPT], cwd=ROOT, env=env)
+  assert done.returncode == 0, done.stderr[-3000:]
   return json.loads(done.stdout.strip().splitlines()[-1])
 
 

@@ -1,18 +1,18 @@
 """Specification of the pod planner: compiled per-device memory, FLOPs and collectives on fake devices."""
 import os
-import subprocess
-import sys
 import pathlib
+import sys
 
 from vit_jax import plan
 from vit_jax.configuration import base_config
+
+from . import processes
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def micro_config(strategy, **mesh):
-  config = base_config()
-  config.model_name = "ViT-micro/4"
+  config = base_config("ViT-micro/4")
   config.data.image_size = 16
   config.batch_size = 32
   config.train.steps = 10
@@ -42,11 +42,10 @@ def test_collective_traffic_reads_hlo_shapes():
 def test_cli_simulates_the_mesh_it_is_given(tmp_path):
   env = dict(os.environ)
   env.pop("XLA_FLAGS", None)
-  proc = subprocess.run(
+  proc = processes.run(
       [sys.executable, "-m", "vit_jax.plan", "--config=configs/default.py:pretrain",
        "--mesh=data:2,fsdp:8,tensor:1", "--config.model_name=ViT-micro/4", "--config.sharding=fsdp",
-       "--config.batch_size=32", "--config.fsdp_min_size=0"],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+       "--config.batch_size=32", "--config.fsdp_min_size=0"], cwd=ROOT, env=env)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert "= 16 devices, fsdp" in proc.stdout
   assert "optimizer state" in proc.stdout and "all-gather" in proc.stdout

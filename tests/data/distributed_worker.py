@@ -26,8 +26,9 @@ def _ids(array: jax.Array) -> list:
 
 
 def main(process_id: int, port: int, jft_dir: str, out_path: str) -> None:
+  # A generous timeout: on a loaded machine the other process may take long to get here.
   jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=process_id,
-                             initialization_timeout=60)
+                             initialization_timeout=300)
   mesh = parallel.make_mesh({"data": -1})
   rules = parallel.rules_for("data_parallel")
   report = {"devices": jax.device_count(), "local_devices": jax.local_device_count()}

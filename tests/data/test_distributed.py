@@ -3,7 +3,6 @@ import io
 import json
 import os
 import socket
-import subprocess
 import sys
 
 import numpy as np
@@ -11,6 +10,8 @@ from PIL import Image
 import pytest
 
 from vit_jax.data import jft
+
+from .. import processes
 
 # Its module-scoped jobs run once: pytest-xdist keeps this file on one worker (--dist loadgroup).
 pytestmark = pytest.mark.xdist_group("test_distributed")
@@ -40,13 +41,12 @@ def reports(tmp_path_factory):
   port = _free_port()
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
   env.pop("XLA_FLAGS", None)
-  procs = [subprocess.Popen(
-      ["timeout", "-k", "5", "240", sys.executable, WORKER, str(i), str(port), str(root / "jft"),
-       str(root / f"report{i}.json")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-      text=True) for i in range(2)]
-  outputs = [p.communicate()[0] for p in procs]
+  procs = [processes.start([sys.executable, WORKER, str(i), str(port), str(root / "jft"),
+                            str(root / f"report{i}.json")], log=root / f"worker{i}.log", env=env)
+           for i in range(2)]
+  processes.wait(procs)  # On their progress: a loaded machine makes them slow, not failed.
   for i, p in enumerate(procs):
-    assert p.returncode == 0, f"process {i} exited with {p.returncode}:\n{outputs[i][-3000:]}"
+    assert p.returncode == 0, f"process {i} exited with {p.returncode}:\n{p.tail()}"
   return [json.loads((root / f"report{i}.json").read_text()) for i in range(2)]
 
 
