@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 
 from vit_jax.configuration import base_config
+from vit_jax.models import create_model
 from vit_jax.train import build
+
+# Its module-scoped runs are shared by its tests: pytest-xdist keeps this file on one worker.
+pytestmark = pytest.mark.xdist_group("test_parallel_strategies")
 
 STRATEGIES = {
     "data_parallel": dict(data=8, fsdp=1, tensor=1),
@@ -29,31 +33,46 @@ def config_for(strategy, mesh, **train):
   return config
 
 
-@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
-def test_five_steps_match_one_device(strategy, train_losses, monkeypatch):
+@pytest.fixture(scope="module")
+def losses(train_losses):
+  """losses(strategy, **train): the 5 losses of config_for(strategy, its mesh, **train), each run
+  once for the module; strategy None: the same model on one device."""
   import vit_jax.parallel as parallel  # pylint: disable=import-outside-toplevel
-  sharded = train_losses(config_for(strategy, STRATEGIES[strategy]), steps=5)
-  original = parallel.make_mesh
-  monkeypatch.setattr(parallel, "make_mesh", lambda sizes: original({"data": 1}, jax.devices()[:1]))
-  single = train_losses(config_for("data_parallel", {"data": 1}), steps=5)
-  np.testing.assert_allclose(sharded, single, atol=1e-5)
+  runs = {}
+
+  def run(strategy, attention_impl=None, **train):
+    key = (strategy, attention_impl, tuple(sorted(train.items())))
+    if key not in runs:
+      config = config_for(strategy or "data_parallel", STRATEGIES.get(strategy, {"data": 1}),
+                          **train)
+      if attention_impl:
+        config.model.attention_impl = attention_impl
+      with pytest.MonkeyPatch.context() as patch:
+        if strategy is None:
+          original = parallel.make_mesh
+          patch.setattr(parallel, "make_mesh",
+                        lambda sizes: original({"data": 1}, jax.devices()[:1]))
+        runs[key] = train_losses(config, steps=5)
+    return runs[key]
+
+  return run
 
 
-def test_the_cpu_attention_kernel_trains_like_xla_attention_under_fsdp_and_tensor(train_losses):
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+def test_five_steps_match_one_device(strategy, losses):
+  np.testing.assert_allclose(losses(strategy), losses(None), atol=1e-5)
+
+
+def test_the_cpu_attention_kernel_trains_like_xla_attention_under_fsdp_and_tensor(losses):
   """The C++ kernel runs per shard of the batch and heads axes (vit_jax/models/cpu_attention.py)."""
-  def config(attention_impl):
-    config = config_for("fsdp_tensor", STRATEGIES["fsdp_tensor"])
-    config.model.attention_impl = attention_impl
-    return config
-  np.testing.assert_allclose(train_losses(config("cpu"), steps=5),
-                             train_losses(config("xla"), steps=5), atol=1e-5)
+  assert create_model("ViT-micro/4").attention_impl == "xla"  # What losses() runs by default.
+  np.testing.assert_allclose(losses("fsdp_tensor", attention_impl="cpu"), losses("fsdp_tensor"),
+                             atol=1e-5)
 
 
 @pytest.mark.parametrize("strategy", ["fsdp", "fsdp_tensor"])
-def test_gradient_accumulation_works_with_sharded_parameters(strategy, train_losses):
-  plain = train_losses(config_for(strategy, STRATEGIES[strategy]), steps=3)
-  accumulated = train_losses(config_for(strategy, STRATEGIES[strategy], accum_steps=2), steps=3)
-  np.testing.assert_allclose(plain, accumulated, atol=1e-5)
+def test_gradient_accumulation_works_with_sharded_parameters(strategy, losses):
+  np.testing.assert_allclose(losses(strategy, accum_steps=2), losses(strategy), atol=1e-5)
 
 
 def per_device_bytes(abstract, shardings):
