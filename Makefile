@@ -19,7 +19,7 @@ run: $(VENV)/.installed
 		--config.init_from=$(RUN_DIR)/pretrain
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -n 2 --dist loadgroup -q
+	$(PY) -m pytest -n 2 --dist loadgroup -q --durations=25
 
 clean:
 	rm -rf $(VENV) workdir
