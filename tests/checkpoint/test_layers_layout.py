@@ -11,23 +11,28 @@ from vit_jax.checkpoint import layers_layout, load_npz
 from vit_jax.export import save_npz
 from vit_jax.models import create_model
 
+from .tiny import init_params
+
+# Tests of the layout alone use random params in the model's exact tree (tiny.init_params: no
+# compilation); those that run the model use its initial params, as training would.
+
 
 @functools.lru_cache(maxsize=None)
-def _init(overrides):
-  model = create_model("ViT-micro/4", num_classes=5, **dict(overrides))
+def _init():
+  model = create_model("ViT-micro/4", num_classes=5)
   images = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
   params = jax.jit(model.init)(jax.random.key(1), images)["params"]  # One compilation, not many.
   return model, nn.unbox(params), images
 
 
-def init(**overrides):
-  """(model, its initial params as numpy arrays, images); initialized once per set of overrides."""
-  model, params, images = _init(tuple(sorted(overrides.items())))
+def init():
+  """(ViT-micro/4, its initial params as numpy arrays, images); initialized once."""
+  model, params, images = _init()
   return model, jax.tree.map(np.array, params), images
 
 
 def test_stack_and_unstack_are_inverse():
-  _, params, _ = init()
+  _, params = init_params()
   stacked = layers_layout.stack_layers(params)
   assert "encoderblock_0" not in stacked["Transformer"]
   assert stacked["Transformer"]["encoderblock"]["MlpBlock_0"]["Dense_0"]["kernel"].shape == (2, 32, 64)
@@ -39,18 +44,18 @@ def test_stacked_params_drive_the_scanned_model_to_the_same_logits():
   params["head"]["kernel"] = np.random.RandomState(0).randn(32, 5).astype(np.float32)
   scanned = create_model("ViT-micro/4", num_classes=5, scan_layers=True, remat_policy="full")
   np.testing.assert_allclose(
-      scanned.apply({"params": layers_layout.stack_layers(params)}, images),
-      model.apply({"params": params}, images), atol=1e-5)
+      jax.jit(scanned.apply)({"params": layers_layout.stack_layers(params)}, images),
+      jax.jit(model.apply)({"params": params}, images), atol=1e-5)
 
 
 def test_scanned_init_has_the_unrolled_shapes_after_unstacking():
-  _, params, _ = init()
-  _, scanned, _ = init(scan_layers=True)
+  _, params = init_params()
+  _, scanned = init_params(scan_layers=True)
   assert jax.tree.map(np.shape, layers_layout.unstack_layers(scanned)) == jax.tree.map(np.shape, params)
 
 
 def test_export_of_scanned_params_is_the_public_unrolled_format(tmp_path):
-  _, scanned, _ = init(scan_layers=True)
+  _, scanned = init_params(scan_layers=True)
   save_npz(scanned, tmp_path / "scanned.npz")
   keys = set(np.load(tmp_path / "scanned.npz").files)
   assert "Transformer/encoderblock_1/MultiHeadDotProductAttention_1/query/kernel" in keys
@@ -60,7 +65,7 @@ def test_export_of_scanned_params_is_the_public_unrolled_format(tmp_path):
 
 def test_unknown_remat_policy_is_rejected():
   with pytest.raises(ValueError, match="unknown remat_policy 'some'"):
-    init(remat_policy="some")
+    init_params(remat_policy="some")
 
 
 @functools.lru_cache(maxsize=None)
@@ -84,8 +89,8 @@ def test_every_remat_policy_gives_the_same_gradients_as_the_unrolled_model(polic
 
 def test_finetuning_loads_unrolled_weights_into_a_scanned_model_and_back(tmp_path):
   from vit_jax.checkpoint import load_pretrained  # pylint: disable=import-outside-toplevel
-  _, unrolled, _ = init()
-  _, scanned, _ = init(scan_layers=True)
+  _, unrolled = init_params()
+  _, scanned = init_params(scan_layers=True)
   loaded, report = load_pretrained(scanned, unrolled, has_class_token=True, keep_pre_logits=False)
   assert layers_layout.is_scanned(loaded) and not report.resized
   np.testing.assert_array_equal(

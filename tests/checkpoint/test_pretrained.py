@@ -213,5 +213,5 @@ def test_lvvit_finetune_at_twice_the_resolution_resizes_its_position_embeddings(
   resized = {key: (old, new) for key, old, new in report.resized}
   (old, new), = resized.values()
   assert old == (1, 17, 32) and new == (1, 65, 32)  # 4x4 -> 8x8 token grid plus the class token
-  logits = high_model.apply({**high, "params": params}, jnp.ones((1, 64, 64, 3)))
+  logits = jax.jit(high_model.apply)({**high, "params": params}, jnp.ones((1, 64, 64, 3)))
   assert logits.shape == (1, 10) and bool(jnp.all(jnp.isfinite(logits)))
