@@ -64,7 +64,7 @@ def test_five_steps_match_one_device(strategy, losses):
 
 
 def test_the_cpu_attention_kernel_trains_like_xla_attention_under_fsdp_and_tensor(losses):
-  """The C++ kernel runs per shard of the batch and heads axes (vit_jax/models/cpu_attention.py)."""
+  """The C++ kernel runs per shard of the batch and heads axes (vit_jax/kernels/cpu_attention.py)."""
   assert create_model("ViT-micro/4").attention_impl == "xla"  # What losses() runs by default.
   np.testing.assert_allclose(losses("fsdp_tensor", attention_impl="cpu"), losses("fsdp_tensor"),
                              atol=1e-5)
