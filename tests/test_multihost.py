@@ -49,15 +49,21 @@ def _free_ports(n):
   return ports
 
 
-def _start(workdir, count, port, *, cache, steps=4, by_env=False,
+def _start(workdir, count, port, *, cache=None, steps=4, by_env=False,
            program=("-m", "vit_jax.main"), flags=(), timeout=QUIET_TIMEOUT):
   """Starts a job of `count` processes with 8 // count CPU devices each, joined by flags (or by
   JAX_* environment variables) with --distributed_timeout=`timeout`, sharing the compilation
-  `cache` directory; returns the processes, whose output goes to <workdir>.<i>.log."""
+  `cache` directory if given; returns the processes, whose output goes to <workdir>.<i>.log.
+
+  Only jobs that compile programs no other running job compiles may share a cache: were another
+  job to add a program while this one starts, one of its processes could load it while its peer
+  compiles it, and JAX's CPU collectives wait only 30 s for a peer to reach the first of them."""
   workdir = pathlib.Path(workdir)
   base = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS" and not k.startswith("JAX_")}
-  base.update(JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2", JAX_COMPILATION_CACHE_DIR=str(cache),
+  base.update(JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2",
               XLA_FLAGS=f"--xla_force_host_platform_device_count={8 // count}")
+  if cache:
+    base.update(JAX_COMPILATION_CACHE_DIR=str(cache))
   procs = []
   for i in range(count):
     env, joining = dict(base), []
@@ -118,7 +124,8 @@ def _assert_same_results(workdir, reference, steps=(1, 2, 3, 4)):
 @pytest.fixture(scope="module")
 def jobs(tmp_path_factory, compilation_cache):
   """Workdirs of 4-step jobs (checkpoints at steps 2 and 4): 'one' (1 process x 8 devices) and
-  'two' (2 x 4), and 'two_then_one' / 'one_then_two': each resumed from the other's step 2."""
+  'two' (2 x 4), and 'two_then_one' / 'one_then_two': each resumed from the other's step 2 (and
+  loading the programs compiled by the job of its process count)."""
   root = tmp_path_factory.mktemp("multihost")
   _run_together(compilation_cache, (root / "one", 1, {}), (root / "two", 2, {}))
   for saved, resumed in (("two", "two_then_one"), ("one", "one_then_two")):
@@ -151,7 +158,7 @@ def _wait_until_training(workdir, procs) -> None:
 
 
 @pytest.fixture(scope="module")
-def stopped(tmp_path_factory, compilation_cache):
+def stopped(tmp_path_factory):
   """Three 2-process jobs, side by side, interrupted while training: in 'failing' process 1 raises
   at step 2; in 'killed' process 1 is killed (SIGKILL); in 'preempted' process 1 gets SIGTERM.
   Returns {job: (exit codes, seconds from the interruption to the exit of process 0, or of both
@@ -163,8 +170,7 @@ def stopped(tmp_path_factory, compilation_cache):
   starting, and a survivor that failed to stop would run on until its hard limit."""
   root = tmp_path_factory.mktemp("stopped")
   ports = _free_ports(3)
-  endless = dict(steps=1000, flags=("--config.train.checkpoint_every=1000",),
-                 cache=compilation_cache)
+  endless = dict(steps=1000, flags=("--config.train.checkpoint_every=1000",))  # No shared cache.
   started = time.time()
   failing = _start(root / "failing", 2, ports[0], program=(FAILING_MAIN, "1", "2"), **endless)
   killed = _start(root / "killed", 2, ports[1], timeout=TIMEOUT, **endless)
