@@ -10,6 +10,24 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import pytest  # noqa: E402  (after the environment is set)
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+  """Makes `--dist loadgroup` keep each xdist_group on one worker, as the module fixtures of the
+  multi-process tests need (each would run once per worker otherwise). pytest-xdist 3.8 marks the
+  group by appending "@<group>" to the node id through item._nodeid, which pytest 9 no longer
+  reads (its node ids are structured), so the groups were silently spread over the workers; this
+  appends it where it is missing."""
+  if not getattr(config.option, "loadgroup", False):  # Set on the xdist workers of loadgroup.
+    return
+  from _pytest.nodeid import NodeId  # pylint: disable=import-outside-toplevel
+  for item in items:
+    groups = sorted({str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+                     for mark in item.iter_markers("xdist_group")})
+    suffix = "@" + "_".join(groups)
+    if groups and not item.nodeid.endswith(suffix):
+      item._id = NodeId.parse(item.nodeid + suffix)  # pylint: disable=protected-access
+
+
 @pytest.fixture(scope="session")  # It keeps no state: module fixtures may use it too.
 def train_losses():
   """Runs a few sharded train steps of a config on learnable synthetic data; returns the losses.
