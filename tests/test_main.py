@@ -16,7 +16,8 @@ def run_cli(*args):
 def test_cli_trains_a_few_steps_and_reports_accuracy_last(tmp_path):
   proc = run_cli("--config=configs/default.py:pretrain", f"--workdir={tmp_path}",
                  "--config.model_name=ViT-micro/4", "--config.train.epochs=0",
-                 "--config.train.steps=3", "--config.optim.warmup_steps=1", "--config.batch_size=16", "--config.train.log_every=1")
+                 "--config.train.steps=3", "--config.optim.warmup_steps=1", "--config.batch_size=16",
+                 "--config.train.log_every=1")
   assert proc.returncode == 0, proc.stderr[-3000:]
   last = proc.stdout.strip().splitlines()[-1]
   assert last.startswith("final test accuracy: 0.")

@@ -63,6 +63,16 @@ def test_export_of_scanned_params_is_the_public_unrolled_format(tmp_path):
   jax.tree.map(np.testing.assert_array_equal, layers_layout.like(loaded, scanned), scanned)
 
 
+def test_tnt_scanned_block_stack_unstacks_to_the_unrolled_block_i():
+  _, unrolled = init_params("TNT-test")
+  _, scanned = init_params("TNT-test", scan_layers=True)
+  assert "block" in scanned and "block_0" in unrolled
+  assert jax.tree.map(np.shape, layers_layout.unstack_layers(scanned)) == jax.tree.map(np.shape, unrolled)
+  assert layers_layout.is_scanned(scanned) and not layers_layout.is_scanned(unrolled)
+  jax.tree.map(np.testing.assert_array_equal,
+               layers_layout.like(layers_layout.like(scanned, unrolled), scanned), scanned)
+
+
 def test_unknown_remat_policy_is_rejected():
   with pytest.raises(ValueError, match="unknown remat_policy 'some'"):
     init_params(remat_policy="some")

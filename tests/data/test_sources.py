@@ -112,7 +112,8 @@ def test_a_new_source_is_one_registered_function():
 def test_unknown_split_and_source_are_clear_errors(digits):
   with pytest.raises(ValueError, match="no split 'validation'"):
     digits.num_examples("validation")
-  with pytest.raises(ValueError, match="config.data.source='mnist' is not a registered data source; choose one of .*digits"):
+  unregistered = "config.data.source='mnist' is not a registered data source; choose one of .*digits"
+  with pytest.raises(ValueError, match=unregistered):
     sources.get_source(_config(source="mnist"))
 
 

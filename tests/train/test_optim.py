@@ -293,6 +293,18 @@ def test_layer_decay_of_a_scanned_vit_is_one_multiplier_per_row_of_the_layers_ax
   assert multipliers["cls"] == d ** 3 and multipliers["head/kernel"] == 1.0
 
 
+def test_layer_decay_of_a_scanned_tnt_counts_the_rows_of_its_block_stack():
+  d = 0.5
+  model = create_model("TNT-test", num_classes=3, scan_layers=True)
+  shapes = nn.unbox(jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False))["params"])
+  multipliers = layer_multipliers_by_name(shapes, d)
+  rows = [m for name, m in multipliers.items() if name.startswith("block/")]
+  assert rows and all(np.shape(m)[0] == 2 for m in rows)
+  np.testing.assert_allclose(np.ravel(rows[0]), [d ** 2, d])
+  assert multipliers["head/kernel"] == 1.0
+
+
 def test_layer_decay_scales_each_update_and_combines_with_lr_mults():
   params = vit_micro_params()
   grads = jax.tree.map(jnp.ones_like, params)

@@ -2,28 +2,29 @@
 
 Models built with scan_layers=True keep one stacked block; checkpoints in the public format (and
 models without scan) keep one block per layer. Loading and export convert, so either side reads the
-other's files.
+other's files. The stacks are named as in models/stack.py: `encoderblock` (ViT, hybrid, T2T-ViT,
+LV-ViT) and TNT's `block`.
 """
 import re
 from typing import Any, Mapping
 
 import numpy as np
 
-SCANNED = "encoderblock"
-_UNROLLED = re.compile(r"encoderblock_(\d+)")
+STACKS = ("encoderblock", "block")
+_UNROLLED = re.compile(r"(encoderblock|block)_(\d+)")
 
 
 def unstack_layers(tree: Mapping[str, Any]) -> dict[str, Any]:
-  """Every `encoderblock` subtree with a leading layers axis becomes encoderblock_0 ... _{n-1}."""
+  """Every scanned stack (e.g. `encoderblock`, leading layers axis) becomes encoderblock_0 ... _{n-1}."""
   out: dict[str, Any] = {}
   for key, value in tree.items():
-    if key == SCANNED and isinstance(value, Mapping):
+    if key in STACKS and isinstance(value, Mapping):
       leaves = _leaves(value)
       depth = {np.shape(leaf)[0] for leaf in leaves}
       if len(depth) != 1:
-        raise ValueError(f"scanned {SCANNED} leaves disagree on the number of layers: {sorted(depth)}")
+        raise ValueError(f"scanned {key} leaves disagree on the number of layers: {sorted(depth)}")
       for i in range(depth.pop()):
-        out[f"encoderblock_{i}"] = _map(value, lambda leaf, i=i: np.asarray(leaf)[i])
+        out[f"{key}_{i}"] = _map(value, lambda leaf, i=i: np.asarray(leaf)[i])
     elif isinstance(value, Mapping):
       out[key] = unstack_layers(value)
     else:
@@ -34,11 +35,13 @@ def unstack_layers(tree: Mapping[str, Any]) -> dict[str, Any]:
 def stack_layers(tree: Mapping[str, Any]) -> dict[str, Any]:
   """encoderblock_0 ... _{n-1} siblings become one `encoderblock` stacked along a new leading axis."""
   out: dict[str, Any] = {}
-  blocks = sorted((int(m.group(1)), key) for key in tree if (m := _UNROLLED.fullmatch(key)))
-  if blocks:
-    if [i for i, _ in blocks] != list(range(len(blocks))):
-      raise ValueError(f"encoder blocks are not numbered 0..{len(blocks) - 1}: {[k for _, k in blocks]}")
-    out[SCANNED] = _stack([tree[key] for _, key in blocks])
+  for stack in STACKS:
+    blocks = sorted((int(m.group(2)), key) for key in tree
+                    if (m := _UNROLLED.fullmatch(key)) and m.group(1) == stack)
+    if blocks:
+      if [i for i, _ in blocks] != list(range(len(blocks))):
+        raise ValueError(f"{stack} blocks are not numbered 0..{len(blocks) - 1}: {[k for _, k in blocks]}")
+      out[stack] = _stack([tree[key] for _, key in blocks])
   for key, value in tree.items():
     if _UNROLLED.fullmatch(key):
       continue
@@ -47,8 +50,8 @@ def stack_layers(tree: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def is_scanned(tree: Mapping[str, Any]) -> bool:
-  """Whether a params tree holds a scanned `encoderblock` anywhere."""
-  return any(key == SCANNED or (isinstance(value, Mapping) and is_scanned(value))
+  """Whether a params tree holds a scanned stack (`encoderblock`, TNT's `block`) anywhere."""
+  return any(key in STACKS or (isinstance(value, Mapping) and is_scanned(value))
              for key, value in tree.items())
 
 

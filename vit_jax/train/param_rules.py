@@ -21,7 +21,7 @@ _EMBEDDING = re.compile(
     r"patch_pos_embedding|pixel_pos_embedding|tokens_to_token|stem|conv_root|gn_root|root_block|"
     r"block\d+)(/|$)")
 _BLOCK = re.compile(r"(^|/)(encoderblock|block)_(\d+)(/|$)")       # unrolled: one module per block
-_SCANNED_BLOCK = re.compile(r"(^|/)encoderblock(/|$)")             # scanned: a leading layers axis
+_SCANNED_BLOCK = re.compile(r"(^|/)(encoderblock|block)(/|$)")    # scanned: a leading layers axis
 
 Rule = tuple[re.Pattern, float]
 
@@ -85,7 +85,7 @@ def layer_decay_multipliers(params: Any, decay: float) -> Any:
              if _SCANNED_BLOCK.search(name)]
   if not blocks and not scanned:
     raise ValueError("optim.layer_decay needs transformer blocks named encoderblock_{i}, block_{i} or "
-                     f"a scanned encoderblock; the parameters have none (e.g. {names[:4]})")
+                     f"a scanned encoderblock or block; the parameters have none (e.g. {names[:4]})")
   num_layers = max(blocks) + 1 if blocks else scanned[0]
 
   def multiplier(name, leaf):
