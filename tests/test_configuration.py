@@ -6,7 +6,9 @@ import sys
 
 import pytest
 
-from vit_jax.configuration import base_config, model_overrides, total_steps
+from vit_jax import paths
+from vit_jax.configuration import (ConfigError, base_config, check_values, expand_paths,
+                                  model_overrides, total_steps)
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
@@ -102,3 +104,63 @@ def test_family_configs_expose_their_family_fields():
   assert "inner_dim" in load_config_file("tnt", "tnt_s").model
   assert "tokens_type" in load_config_file("t2t", "t2t_vit_14").model
   assert "hidden_size" not in load_config_file("bit", "R50x1").model
+
+
+def _runnable_config():
+  config = base_config("ViT-micro/4")
+  config.batch_size, config.train.steps, config.optim.warmup_steps = 8, 10, 2
+  return config
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("train.log_every", 0, "config.train.log_every=0: steps between logged metrics must be at least 1"),
+    ("train.checkpoint_every", 0, "config.train.checkpoint_every=0"),
+    ("train.keep_checkpoints", 0, "config.train.keep_checkpoints=0"),
+    ("train.accum_steps", 0, "config.train.accum_steps=0"),
+    ("batch_size", -8, "config.batch_size=-8"),
+    ("batch_size", 0, "config.batch_size=0"),
+    ("eval_batch_size", 0, "config.eval_batch_size=0"),
+    ("train.accum_steps", 3, "config.batch_size=8 is not divisible by config.train.accum_steps=3"),
+    ("train.steps", -1, "config.train.steps=-1"),
+    ("train.epochs", 2.0, "set exactly one of config.train.steps, train.epochs, train.examples"),
+    ("optim.warmup_steps", 10, "config.optim.warmup_steps=10 is not below config.train.steps=10"),
+    ("optim.warmup_steps", -1, "config.optim.warmup_steps=-1"),
+    ("init_from", "/no/such/dir", "config.init_from='/no/such/dir' does not exist"),
+])
+def test_values_that_cannot_work_are_rejected_naming_the_key(key, value, expected):
+  config = _runnable_config()
+  check_values(config)  # The base is fine...
+  *parents, name = key.split(".")
+  node = config
+  for parent in parents:
+    node = node[parent]
+  node[name] = value
+  with pytest.raises(ConfigError) as error:  # ...until this one value changes.
+    check_values(config)
+  assert expected in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_workdir_that_is_a_file_is_rejected_and_urls_are_not_checked(tmp_path):
+  (tmp_path / "file").write_text("")
+  with pytest.raises(ConfigError, match="workdir .*file' is a file"):
+    check_values(_runnable_config(), str(tmp_path / "file"))
+  config = _runnable_config()
+  config.init_from = "gs://bucket/pretrain"
+  check_values(config, str(tmp_path / "new_workdir"))
+
+
+@pytest.mark.parametrize("name, arg", CONFIG_ARGS)
+def test_every_shipped_config_passes_the_value_checks(name, arg):
+  check_values(load_config_file(name, arg))
+
+
+def test_home_in_path_keys_is_expanded(tmp_path, monkeypatch):
+  monkeypatch.setenv("HOME", str(tmp_path))
+  (tmp_path / "pretrain").mkdir()
+  config = _runnable_config().lock()
+  config.init_from, config.data.root, config.data.data_dir = "~/pretrain", "~/images", "~/tfds"
+  check_values(config)  # ~/pretrain exists under HOME.
+  expand_paths(config)
+  assert (config.init_from, config.data.root, config.data.data_dir) == (
+      f"{tmp_path}/pretrain", f"{tmp_path}/images", f"{tmp_path}/tfds")
+  assert paths.expand("gs://b/~x") == "gs://b/~x" and paths.expand(None) is None

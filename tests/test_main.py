@@ -1,15 +1,18 @@
-"""Specification of the command line: a few steps end to end, config typos rejected by name."""
+"""Specification of the command line: a few steps end to end, config typos and values that cannot
+work rejected by name."""
 import os
 import pathlib
 import sys
+
+import pytest
 
 from . import processes
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def run_cli(*args):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+def run_cli(*args, **env_vars):
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", **env_vars)
   return processes.run([sys.executable, "-m", "vit_jax.main", *args], cwd=ROOT, env=env)
 
 
@@ -36,3 +39,19 @@ def test_unknown_config_argument_is_an_error(tmp_path):
   proc = run_cli("--config=configs/default.py:pretrian", f"--workdir={tmp_path}")
   assert proc.returncode != 0
   assert "pretrian" in proc.stderr
+
+
+@pytest.mark.parametrize("workdir, flag, expected", [
+    ("~/run", "--config.train.log_every=0", "error: config.train.log_every=0: steps between"),
+    ("~/a_file", "--config.batch_size=16", "error: workdir '{home}/a_file' is a file"),
+    ("~/run", "--config.init_from=~/missing", "error: config.init_from='{home}/missing' does not"),
+])
+def test_a_value_that_cannot_work_stops_the_command_in_one_line_before_jax(
+    tmp_path, workdir, flag, expected):
+  (tmp_path / "a_file").write_text("not a workdir")
+  proc = run_cli("--config=configs/default.py:pretrain", f"--workdir={workdir}", flag,
+                 HOME=str(tmp_path))  # `~` in --workdir and path keys means HOME.
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  (line,) = proc.stderr.strip().splitlines()  # One line, no traceback.
+  assert line.startswith(expected.format(home=tmp_path))
+  assert not (tmp_path / "run").exists() and (tmp_path / "a_file").read_text() == "not a workdir"

@@ -3,7 +3,8 @@
 ml_collections' config flags fail on a mistyped `--config.<key>=` deep inside flag parsing, with a
 long traceback that ends in a bare key name. The commands check their arguments first: the config
 file loads (it needs no jax) and every overridden key exists, or the one-line message says which key
-is wrong and which ones are close to it.
+is wrong and which ones are close to it. Once the flags are parsed (the --config.<key>=value
+overrides applied), `exit_on_bad_values` rejects values that cannot work the same way.
 """
 import importlib.util
 import pathlib
@@ -62,3 +63,13 @@ def exit_on_config_error(argv: Optional[Sequence[str]] = None, name: str = "conf
   if error:
     print(f"error: {error}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def exit_on_bad_values(config, workdir: Optional[str] = None) -> None:
+  """Exits with status 2 and one line naming the key when a config value (or the workdir) cannot
+  work (configuration.check_values); call it after flag parsing, before anything is built."""
+  try:
+    configuration.check_values(config, workdir)
+  except configuration.ConfigError as e:
+    print(f"error: {e}", file=sys.stderr)
+    raise SystemExit(2) from None

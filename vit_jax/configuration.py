@@ -7,11 +7,12 @@ TensorFlow (tests/test_configuration.py checks the import set): every host parse
 """
 import difflib
 import math
-from typing import Any
+import os
+from typing import Any, Optional
 
 import ml_collections
 
-from vit_jax import model_fields
+from vit_jax import model_fields, paths
 
 # Names the trainer's registries accept (vit_jax.train.losses, vit_jax.train.evaluators); listed
 # here for the messages of a config that cannot work, checked again where they are built.
@@ -88,6 +89,10 @@ def optim_config() -> ml_collections.ConfigDict:
       # EMA of the weights (0 = off): ema = d * ema + (1 - d) * params after each step, kept in the
       # optimizer state (sharded and checkpointed with it); vit_jax.train.optim.ema_params reads it.
       ema_decay=0.0,
+      # N > 0: a step whose gradient holds NaN or Inf changes no parameter or optimizer state (counted
+      # as skipped_nonfinite_steps) and N such steps in a row stop the run (checked when logging);
+      # 0: a non-finite loss stops the run. Either way no checkpoint ever holds NaN or Inf.
+      skip_nonfinite=0,
   ))
 
 
@@ -184,6 +189,73 @@ def total_steps(config: ml_collections.ConfigDict, num_train_examples: int) -> i
     return int(train.steps)
   examples = train.examples if train.examples else train.epochs * num_train_examples
   return max(1, math.ceil(examples / config.batch_size))
+
+
+class ConfigError(ValueError):
+  """A config value that cannot work; the message names the key and what to do."""
+
+
+# Keys that hold local paths or URLs; `expand_paths` expands their `~`.
+PATH_KEYS = ("init_from", "data.root", "data.data_dir")
+
+
+def expand_paths(config: ml_collections.ConfigDict) -> None:
+  """Expands `~` in the path keys (PATH_KEYS) of config, in place (a locked config too)."""
+  for dotted in PATH_KEYS:
+    *parents, key = dotted.split(".")
+    node = config
+    for parent in parents:
+      node = node[parent]
+    if node[key]:
+      node[key] = paths.expand(node[key])
+
+
+def _at_least(config: ml_collections.ConfigDict, dotted: str, minimum: int, meaning: str) -> None:
+  node = config
+  for part in dotted.split("."):
+    node = node[part]
+  if node < minimum:
+    raise ConfigError(f"config.{dotted}={node}: {meaning} must be at least {minimum}; "
+                      f"set --config.{dotted} to a value >= {minimum}")
+
+
+def check_values(config: ml_collections.ConfigDict, workdir: Optional[str] = None) -> None:
+  """Raises ConfigError, naming the key, for a value that cannot work; needs no jax or data.
+
+  Checks what can be known before anything is built: positive step intervals and batch sizes,
+  batch_size divisible by train.accum_steps, one duration, warmup shorter than train.steps, an
+  init_from that exists (local paths; URLs are not checked) and a workdir that is not a file.
+  Divisibility by the mesh needs the devices and is checked when the mesh is built.
+  """
+  train = config.train
+  _at_least(config, "train.log_every", 1, "steps between logged metrics")
+  _at_least(config, "train.checkpoint_every", 1, "steps between checkpoints")
+  _at_least(config, "train.keep_checkpoints", 1, "the number of checkpoints kept")
+  _at_least(config, "train.accum_steps", 1, "micro-batches per step")
+  _at_least(config, "batch_size", 1, "the global batch size")
+  _at_least(config, "eval_batch_size", 1, "the global eval batch size")
+  if config.batch_size % train.accum_steps:
+    raise ConfigError(
+        f"config.batch_size={config.batch_size} is not divisible by config.train.accum_steps="
+        f"{train.accum_steps}: set batch_size to a multiple of accum_steps")
+  for key in ("steps", "epochs", "examples"):
+    _at_least(config, f"train.{key}", 0, "a duration")
+  given = [f"train.{key}" for key in ("steps", "epochs", "examples") if train[key]]
+  if len(given) != 1:
+    raise ConfigError(f"set exactly one of config.train.steps, train.epochs, train.examples "
+                      f"(got {', '.join(given) or 'none'}); set the others to 0")
+  _at_least(config, "optim.warmup_steps", 0, "a number of steps")
+  if train.steps and config.optim.warmup_steps >= train.steps:
+    raise ConfigError(
+        f"config.optim.warmup_steps={config.optim.warmup_steps} is not below config.train.steps="
+        f"{train.steps}: lower warmup_steps (or train longer)")
+  init_from = paths.expand(config.init_from)
+  if init_from and not paths.is_url(init_from) and not os.path.exists(init_from):
+    raise ConfigError(f"config.init_from={config.init_from!r} does not exist: set it to a workdir, "
+                      "an Orbax checkpoint or an .npz file")
+  workdir = paths.expand(workdir)
+  if workdir and os.path.isfile(workdir):
+    raise ConfigError(f"workdir {workdir!r} is a file: give a directory (new or of an earlier run)")
 
 
 def _dotted_keys(node: Any, prefix: str = "") -> list[str]:

@@ -14,7 +14,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from vit_jax import config_cli, host_memory  # noqa: E402
+from vit_jax import config_cli, configuration, host_memory, paths  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. configs/default.py:pretrain.", lock_config=True)
@@ -35,6 +35,10 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv, kept_pages: host_memory.Outcome):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  # The overrides are applied now: values that cannot work fail in one line, before jax starts.
+  config, workdir = _CONFIG.value, paths.expand(_WORKDIR.value)
+  configuration.expand_paths(config)
+  config_cli.exit_on_bad_values(config, workdir)
   if not flags.FLAGS["verbosity"].present:  # the console shows progress and results; -v 0 for more
     logging.set_verbosity(logging.WARNING)
   logging.info("keep freed host pages: %s (%s)", kept_pages.applied, kept_pages.reason)
@@ -45,7 +49,7 @@ def main(argv, kept_pages: host_memory.Outcome):
     from vit_jax.data.sources import hide_gpus_from_tensorflow  # pylint: disable=import-outside-toplevel
     hide_gpus_from_tensorflow()
     from vit_jax.train.loop import train_and_evaluate  # pylint: disable=import-outside-toplevel
-    result = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    result = train_and_evaluate(config, workdir)
   print(f"test loss: {result['test_loss']:.4f} over {int(result['test_examples'])} examples")
   print(f"final test accuracy: {result['test_accuracy']:.3f}")
 
