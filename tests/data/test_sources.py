@@ -9,6 +9,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from vit_jax import configuration
+from vit_jax.data import pipeline
 from vit_jax.data import preprocess
 from vit_jax.data import sources
 
@@ -187,6 +188,42 @@ def test_folder_missing_or_empty_root_is_a_clear_error(tmp_path):
   os.makedirs(tmp_path / "cat")
   with pytest.raises(FileNotFoundError, match="No images"):
     sources.get_source(_config(source="folder", root=str(tmp_path)))
+
+
+def test_a_class_folder_without_images_is_an_error_naming_it(tmp_path):
+  _make_folder(str(tmp_path))
+  os.makedirs(tmp_path / "emu")
+  (tmp_path / "emu" / "notes.txt").write_text("no images here")
+  with pytest.raises(ValueError, match=f"Class folder {tmp_path}/emu holds no readable images"):
+    sources.get_source(_config(source="folder", root=str(tmp_path)))
+
+
+def test_with_split_folders_only_a_train_class_folder_must_hold_images(tmp_path):
+  _make_folder(str(tmp_path), with_split_dirs=True)
+  for name in os.listdir(tmp_path / "test" / "cat"):
+    os.remove(tmp_path / "test" / "cat" / name)  # An empty test class folder...
+  os.rmdir(tmp_path / "test" / "cat")  # ...or none at all are fine:
+  source = sources.get_source(_config(source="folder", root=str(tmp_path)))
+  assert source.classes == ["cat", "dog"] and source.num_examples("test") == 3
+  os.makedirs(tmp_path / "train" / "emu")
+  with pytest.raises(ValueError, match=f"Class folder {tmp_path}/train/emu holds no readable"):
+    sources.get_source(_config(source="folder", root=str(tmp_path)))
+
+
+def test_dangling_links_and_directories_named_like_images_are_skipped_and_counted(tmp_path, caplog):
+  _make_folder(str(tmp_path), with_split_dirs=True)
+  os.symlink(tmp_path / "gone.png", tmp_path / "train" / "cat" / "link.png")
+  os.makedirs(tmp_path / "train" / "dog" / "folder.jpg")
+  with caplog.at_level("WARNING"):
+    source = sources.get_source(_config(source="folder", root=str(tmp_path)))
+  bad = [str(tmp_path / "train" / "cat" / "link.png"), str(tmp_path / "train" / "dog" / "folder.jpg")]
+  assert source.unreadable == bad and source.num_examples("train") == 8
+  (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+  assert "2 entries named like images are not readable files" in warning and bad[1] in warning
+  config = _config(source="folder", root=str(tmp_path), pp_eval="decode|resize(4)")
+  evaluation = pipeline.eval_batches(config, source=source, split="train", batch_size=4, image_size=4)
+  assert sum(int(b["mask"].sum()) for b in evaluation) == 6  # The readable images, each once.
+  assert evaluation.skipped == 2 and sorted(evaluation.skipped_keys) == bad
 
 
 # ----------------------------------------------------------------------------- tfds

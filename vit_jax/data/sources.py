@@ -8,6 +8,7 @@ from it), and 'key' names the file or record it came from (messages about bad da
 A new source is a function config -> Source registered with @register_source(name); the built-in
 ones are 'digits' (embedded), 'folder', 'tfds' (incl. the ImageNet-21k builder) and 'jft'.
 """
+import logging
 import os
 from typing import Dict, List, Sequence, Tuple
 
@@ -15,6 +16,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from vit_jax import paths
 # The interface and its registry live in source.py, below the sources that implement it; the
 # built-in sources outside this module are imported by name here, which registers them.
 from vit_jax.data import jft  # noqa: F401  # registers 'jft'  # pylint: disable=unused-import
@@ -112,17 +114,28 @@ def digits_source(data_config: ml_collections.ConfigDict) -> Source:
                      _split_indices(len(images), data_config.test_fraction))
 
 
-def _list_class_folder(folder: str, classes: Sequence[str]) -> List[Tuple[str, int]]:
-  """Returns (path, label) for every image in folder/<class>/, sorted by class then file name."""
-  files = []
-  for label, name in enumerate(classes):
-    class_dir = os.path.join(folder, name)
-    if not os.path.isdir(class_dir):
-      continue
-    for fname in sorted(os.listdir(class_dir)):
-      if fname.lower().endswith(IMAGE_EXTENSIONS):
-        files.append((os.path.join(class_dir, fname), label))
-  return files
+class _Listing:
+  """What listing folder/<class>/ found: (path, label) of every entry named like an image, sorted
+  by class then name; those that are not readable files (dangling symlinks, directories named
+  like images); and the class folders (missing or) without a readable image."""
+
+  def __init__(self, folder: str, classes: Sequence[str]):
+    self.files: List[Tuple[str, int]] = []
+    self.unreadable: List[str] = []
+    self.empty: List[str] = []
+    for label, name in enumerate(classes):
+      class_dir = os.path.join(folder, name)
+      entries = sorted(os.scandir(class_dir), key=lambda e: e.name) if os.path.isdir(class_dir) else []
+      readable = 0
+      for entry in entries:
+        if entry.name.lower().endswith(IMAGE_EXTENSIONS):
+          self.files.append((entry.path, label))
+          if entry.is_file():  # Follows symlinks: False for a dangling one and for a directory.
+            readable += 1
+          else:
+            self.unreadable.append(entry.path)
+      if not readable:
+        self.empty.append(class_dir)
 
 
 def _subdirs(path: str) -> List[str]:
@@ -130,9 +143,17 @@ def _subdirs(path: str) -> List[str]:
 
 
 class FolderSource(Source):
-  """Images in root/<class>/*.{jpg,jpeg,png}, or in root/{train,test}/<class>/ when those exist."""
+  """Images in root/<class>/*.{jpg,jpeg,png}, or in root/{train,test}/<class>/ when those exist.
+
+  Every class folder must hold a readable image (the train one, with split folders: a test split may
+  lack images of a class, or the class folder); else it is an error naming the folder. An entry
+  named like an image that is not a readable file (a dangling symlink, a directory 'x.jpg/') stays
+  an example that cannot be decoded: it is skipped and counted like a corrupt image (the trainer's
+  skipped_examples), logged once here with the list in `unreadable`.
+  """
 
   def __init__(self, root: str, test_fraction: float = 0.2):
+    root = paths.expand(root)
     if not root or not os.path.isdir(root):
       raise FileNotFoundError(
           f"Image folder root {root!r} does not exist: set config.data.root to a directory laid "
@@ -145,11 +166,12 @@ class FolderSource(Source):
       extra = sorted(set(_subdirs(os.path.join(root, "test"))) - set(self.classes))
       if extra:
         raise ValueError(f"{root}/test has classes {extra} that {root}/train lacks; every test "
-                         "class needs a train folder of the same name (it may be empty).")
-      files = {s: _list_class_folder(os.path.join(root, s), self.classes)
-               for s in ("train", "test")}
+                         "class needs a train folder of the same name, with images.")
+      listings = {s: _Listing(os.path.join(root, s), self.classes) for s in ("train", "test")}
+      files = {split: listing.files for split, listing in listings.items()}
     else:
-      all_files = _list_class_folder(root, self.classes)
+      listings = {"": _Listing(root, self.classes)}
+      all_files = listings[""].files
       files = {}
       if all_files:
         files = {s: [all_files[i] for i in sorted(idx)]
@@ -158,6 +180,18 @@ class FolderSource(Source):
       raise FileNotFoundError(
           f"No images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}/<class>/: put each "
           "class's images in its own subdirectory.")
+    empty = listings["train" if has_split_dirs else ""].empty  # A test split may lack a class.
+    if empty:
+      raise ValueError(
+          f"Class folder {empty[0]} holds no readable images ({', '.join(IMAGE_EXTENSIONS)}): put "
+          f"that class's images in it, or remove it (every subdirectory of {class_parent} is a "
+          f"class){f'; {len(empty) - 1} more are empty' if len(empty) > 1 else ''}.")
+    self.unreadable = sorted(path for listing in listings.values() for path in listing.unreadable)
+    if self.unreadable:
+      logging.warning("Image folder %s: %d entries named like images are not readable files "
+                      "(dangling symlinks or directories); they are skipped and counted as "
+                      "undecodable examples: %s", root, len(self.unreadable),
+                      ", ".join(self.unreadable[:20]) + (" ..." if len(self.unreadable) > 20 else ""))
     # A fixed permutation mixes classes so that a small shuffle buffer still sees all of them.
     rng = np.random.default_rng(_SPLIT_SEED)
     self._files = {s: [f[i] for i in rng.permutation(len(f))] for s, f in files.items()}
@@ -168,12 +202,24 @@ class FolderSource(Source):
 
   def read(self, split: str, shard_index: int = 0, shard_count: int = 1) -> tf.data.Dataset:
     files = lookup_split(self._files, split, f"image folder {self._root}")
-    paths = [p for p, _ in files]
+    keys = [p for p, _ in files]
     labels = np.array([l for _, l in files], np.int32)
-    ds = tf.data.Dataset.from_tensor_slices({"key": paths, "label": labels})
+    ds = tf.data.Dataset.from_tensor_slices({"key": keys, "label": labels})
     ds = every_nth(ds, shard_index, shard_count, "")
-    return ds.map(lambda ex: {**ex, "image": tf.io.read_file(ex["key"])},
-                  num_parallel_calls=tf.data.AUTOTUNE)
+    if not self.unreadable:
+      return ds.map(lambda ex: {**ex, "image": tf.io.read_file(ex["key"])},
+                    num_parallel_calls=tf.data.AUTOTUNE)
+    # Unreadable entries read as empty bytes, which no decoder accepts: the pipeline skips and counts
+    # them with the undecodable images.
+    unreadable = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+        self.unreadable, tf.ones(len(self.unreadable), tf.bool)), default_value=False)
+
+    def load(ex):
+      image = tf.cond(unreadable.lookup(ex["key"]), lambda: tf.constant(""),
+                      lambda: tf.io.read_file(ex["key"]))
+      return {**ex, "image": image}
+
+    return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 @register_source("folder")
@@ -194,6 +240,7 @@ class TfdsSource(Source):
     if name.split(":")[0].split("/")[0] == "imagenet21k":
       # Registers the builder, so TFDS finds its code (it can also read the prepared files alone).
       from vit_jax.data import imagenet21k  # noqa: F401  # pylint: disable=g-import-not-at-top
+    data_dir = paths.expand(data_dir)
     self._builder = tfds.builder(name, data_dir=data_dir)  # Reads local files only.
     if not self._builder.is_prepared():
       where = self._builder.data_dir
