@@ -10,7 +10,10 @@ Labels are the positions of the synset ids in sorted order (21,843 classes for f
 tars there are in general); the ids are the ClassLabel names. Every image is checked while building:
 PNGs saved under a .JPEG name and CMYK JPEGs are re-encoded as RGB JPEGs (as TFDS's imagenet2012
 builder does), and unreadable or truncated files are skipped, logged with their tar and member name,
-and listed in the dataset's metadata ('skipped'). The release has no validation split: hold one out
+and listed in the dataset's metadata ('skipped'). A synset tar that cannot be read to its end
+(truncated or damaged) keeps the files before the break and is listed in 'broken_tars' (with
+--strict, or Imagenet21k.strict, the build stops naming it instead); a file name repeated within one
+tar keeps its first copy and is listed in 'duplicates'. The release has no validation split: hold one out
 by slicing, e.g. config.data.train_split='train[102400:]' and test_split='train[:102400]'.
 Train with config.data.source='tfds', name='imagenet21k' (or 'imagenet21k/winter21'),
 data_dir=TFDS_DIR.
@@ -21,10 +24,13 @@ import logging
 import os
 import re
 import tarfile
+import zlib
 from typing import Iterator, List, Optional, Tuple
 
 from PIL import Image
 import tensorflow_datasets as tfds
+
+from vit_jax import paths
 
 _SYNSET_TAR = re.compile(r"^n\d{8}\.tar$")
 
@@ -46,6 +52,37 @@ def find_synset_tars(manual_dir: str) -> List[str]:
     raise FileNotFoundError(f"No synset tars (n01440764.tar, ...) in {manual_dir}.\n"
                             f"{Imagenet21k.MANUAL_DOWNLOAD_INSTRUCTIONS}")
   return tars
+
+
+class BrokenTarError(IOError):
+  """A synset tar that cannot be read to its end; the message names it."""
+
+
+def tar_files(tar_path: str, duplicates: List[str]) -> Iterator[Tuple[str, bytes]]:
+  """(member name, bytes) of each regular file of a tar, streamed in order.
+
+  A name already seen in this tar is skipped and appended to `duplicates` as '<tar>/<name>' (the
+  example keys are '<tar>/<name>', which must be unique). Raises BrokenTarError naming the tar when
+  it cannot be read to its end, after yielding the files before the break.
+  """
+  tar_name = os.path.basename(tar_path)
+  seen = set()
+  try:
+    with tarfile.open(tar_path, mode="r|*") as archive:  # Streamed: no index of the members.
+      for member in archive:
+        if not member.isfile():
+          continue
+        data = archive.extractfile(member).read()
+        if member.name in seen:
+          duplicates.append(f"{tar_name}/{member.name}")
+          logging.warning("Skipped %s/%s: a second file of that name in %s (the first is kept).",
+                          tar_name, member.name, tar_name)
+          continue
+        seen.add(member.name)
+        yield member.name, data
+  except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+    raise BrokenTarError(f"{tar_name} cannot be read past its first {len(seen)} files "
+                         f"({type(e).__name__}: {e})") from e
 
 
 def normalize_image(data: bytes) -> Tuple[Optional[bytes], str]:
@@ -72,6 +109,7 @@ class Imagenet21k(tfds.core.GeneratorBasedBuilder):
   """ImageNet-21k (fall11 or winter21 release) from its per-synset tars; one 'train' split."""
 
   VERSION = tfds.core.Version("1.0.0")
+  strict = False  # True: a synset tar that cannot be read to its end stops the build (BrokenTarError).
   RELEASE_NOTES = {"1.0.0": "Initial release: labels are sorted synset ids."}
   BUILDER_CONFIGS = [
       tfds.core.BuilderConfig(name="fall11", description="fall11_whole: 21,843 synsets."),
@@ -106,16 +144,13 @@ Then build with --manual_dir=DIR (the synset tars stay packed)."""
     return {"train": self._generate_examples(tars)}
 
   def _generate_examples(self, tars: List[str]) -> Iterator[Tuple[str, dict]]:
-    skipped, converted = [], 0
+    skipped, broken, duplicates, converted = [], [], [], 0
     for label, tar_path in enumerate(tars):
       tar_name = os.path.basename(tar_path)
-      with tarfile.open(tar_path, mode="r|*") as archive:  # Streamed: no index of the members.
-        for member in archive:
-          if not member.isfile():
-            continue
-          data = archive.extractfile(member).read()
+      try:
+        for name, data in tar_files(tar_path, duplicates):
           image, note = normalize_image(data)
-          where = f"{tar_name}/{member.name}"
+          where = f"{tar_name}/{name}"
           if image is None:
             skipped.append(f"{where}: {note}")
             logging.warning("Skipped unreadable image %s (%s); %d skipped so far.", where, note,
@@ -123,26 +158,46 @@ Then build with --manual_dir=DIR (the synset tars stay packed)."""
             continue
           converted += bool(note)
           yield where, {"image": image, "label": label, "file_name": where}
+      except BrokenTarError as e:
+        if self.strict:
+          raise BrokenTarError(f"{e}: restore it from the release, or build without --strict "
+                               "to keep its readable files and go on") from e
+        broken.append(str(e))
+        logging.warning("Synset tar %s; its readable files are kept, the build goes on (restore "
+                        "the tar and rebuild to get the rest).", e)
     self.info.metadata["skipped"] = skipped
+    self.info.metadata["broken_tars"] = broken
+    self.info.metadata["duplicates"] = duplicates
     self.info.metadata["reencoded"] = converted
-    logging.info("ImageNet-21k: skipped %d unreadable images, re-encoded %d.", len(skipped),
+    logging.info("ImageNet-21k: skipped %d unreadable images, %d duplicate names, read %d broken "
+                 "tars in part; re-encoded %d.", len(skipped), len(duplicates), len(broken),
                  converted)
 
 
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description="Builds the imagenet21k TFDS dataset.")
-  parser.add_argument("--manual_dir", required=True, help="directory holding n########.tar files")
-  parser.add_argument("--data_dir", required=True, help="TFDS data_dir to write to")
+  parser.add_argument("--manual_dir", required=True, type=paths.expand,
+                      help="directory holding n########.tar files")
+  parser.add_argument("--data_dir", required=True, type=paths.expand, help="TFDS data_dir to write to")
   parser.add_argument("--config", default="fall11", choices=["fall11", "winter21"])
+  parser.add_argument("--strict", action="store_true",
+                      help="stop at a synset tar that cannot be read to its end (default: keep its "
+                           "readable files, list it in the metadata and go on)")
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
   builder = Imagenet21k(config=args.config, data_dir=args.data_dir)
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=args.manual_dir))
-  train = builder.info.splits["train"]
+  builder.strict = args.strict
+  try:
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=args.manual_dir))
+  except BrokenTarError as e:  # Only with --strict.
+    raise SystemExit(f"error: {e}") from None
+  train, metadata = builder.info.splits["train"], builder.info.metadata
   print(f"imagenet21k/{args.config}: {builder.info.features['label'].num_classes} classes, "
         f"{train.num_examples} images in {len(train.filepaths)} shards under {builder.data_dir}; "
-        f"skipped {len(builder.info.metadata['skipped'])} unreadable images")
+        f"skipped {len(metadata['skipped'])} unreadable images and {len(metadata['duplicates'])} "
+        f"duplicate names; {len(metadata['broken_tars'])} synset tars read only in part"
+        + "".join(f"\n  {line}" for line in metadata["broken_tars"]))
 
 
 if __name__ == "__main__":
