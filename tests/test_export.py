@@ -64,9 +64,10 @@ def test_cli_exports_the_newest_checkpoint_of_a_workdir(tmp_path):
   with Checkpointer(checkpoint_directory(tmp_path / "run")) as ckpt:
     ckpt.save(5, state, {"data_position": 5})
   output = tmp_path / "exported.npz"
-  result = subprocess.run(
-      [sys.executable, "-m", "vit_jax.export", f"--workdir={tmp_path / 'run'}", f"--output={output}"],
-      env=dict(os.environ), capture_output=True, text=True, timeout=300, check=False)
+  result = subprocess.run(  # `~` in the path flags is HOME.
+      [sys.executable, "-m", "vit_jax.export", "--workdir=~/run", "--output=~/exported.npz"],
+      env=dict(os.environ, HOME=str(tmp_path)), capture_output=True, text=True, timeout=300,
+      check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   num_arrays = len(flat_public(state.params))
   assert f"{num_arrays} arrays" in result.stdout

@@ -12,6 +12,7 @@ from absl import flags
 from absl import logging
 import numpy as np
 
+from vit_jax import paths
 from vit_jax.checkpoint import layers_layout
 from vit_jax.checkpoint import naming
 from vit_jax.checkpoint import npz
@@ -76,7 +77,8 @@ def main(argv: Sequence[str]) -> None:
   """Exports --workdir or --checkpoint to --output and prints what it wrote."""
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  workdir, checkpoint, output = flags.FLAGS.workdir, flags.FLAGS.checkpoint, flags.FLAGS.output
+  workdir, checkpoint, output = (paths.expand(flags.FLAGS[name].value)
+                                 for name in ("workdir", "checkpoint", "output"))
   if bool(workdir) == bool(checkpoint):
     raise app.UsageError("pass exactly one of --workdir or --checkpoint")
   if not output:

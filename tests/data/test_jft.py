@@ -162,3 +162,15 @@ def test_a_dataset_whose_images_are_all_unreadable_fails_clearly(tmp_path):
   with pytest.raises(ValueError, match="None of the 1 images"):
     jft_write.main([f"--images={tmp_path}", f"--labels={tmp_path / 'labels.csv'}",
                     f"--output={tmp_path / 'out'}"])
+
+
+def test_the_writer_expands_home_in_its_path_flags(tmp_path, monkeypatch):
+  (tmp_path / "img.png").write_bytes(_png(7))
+  (tmp_path / "labels.csv").write_text("image,labels\nimg.png,0\n")
+  (tmp_path / "names.txt").write_text("zero\n")
+  monkeypatch.setenv("HOME", str(tmp_path))
+  monkeypatch.chdir(tmp_path)
+  jft_write.main(["--images=~", "--labels=~/labels.csv", "--output=~/jft", "--num_shards=1",
+                  "--class_names=~/names.txt"])
+  assert (tmp_path / "jft" / jft.INFO_FILE).is_file()
+  assert not (tmp_path / "~").exists()  # Not a directory named '~'.

@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
+from vit_jax import paths
 from vit_jax.data import jft
 
 
@@ -102,14 +103,16 @@ def write(images_dir: str, labels_csv: str, output: str, split: str = "train",
 
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--images", required=True, help="directory the CSV paths are relative to")
-  parser.add_argument("--labels", required=True, help="CSV with header image,labels")
-  parser.add_argument("--output", required=True, help="dataset directory to write")
+  parser.add_argument("--images", required=True, type=paths.expand,
+                      help="directory the CSV paths are relative to")
+  parser.add_argument("--labels", required=True, type=paths.expand, help="CSV with header image,labels")
+  parser.add_argument("--output", required=True, type=paths.expand, help="dataset directory to write")
   parser.add_argument("--split", default="train")
   parser.add_argument("--num_shards", type=int, default=16)
   parser.add_argument("--num_classes", type=int, default=None,
                       help="default: number of --class_names, else the largest label + 1")
-  parser.add_argument("--class_names", default=None, help="text file, one class name per line")
+  parser.add_argument("--class_names", default=None, type=paths.expand,
+                      help="text file, one class name per line")
   parser.add_argument("--shuffle_seed", type=int, default=0, help="-1 keeps the CSV order")
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
