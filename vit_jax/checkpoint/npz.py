@@ -1,7 +1,13 @@
-"""Reading the public vit_jax npz format (flat '/'-joined keys, pre-Linen names) into Linen param trees."""
+"""Reading the public vit_jax npz format (flat '/'-joined keys, pre-Linen names) into Linen param trees.
+
+Files are checked as they are read: empty, truncated or damaged files, pickled objects and non-finite
+weights are refused with an error naming the file (and the array).
+"""
 import io
 import os
 from typing import Any, Union
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -32,15 +38,65 @@ def read_bytes(path: PathLike) -> bytes:
     return f.read()
 
 
+ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")  # An npz file is a zip archive (the 2nd: empty).
+NPY_SIGNATURE = b"\x93NUMPY"
+_READ_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
+def _not_npz(name: str, why: str) -> ValueError:
+  return ValueError(f"{name} is not a readable npz checkpoint: {why}")
+
+
+def _check_finite(arrays: dict[str, np.ndarray], name: str) -> None:
+  """Refuses weights holding NaN or inf: a diverged run or a damaged file, never a usable start."""
+  bad = [key for key, value in arrays.items()
+         if np.issubdtype(value.dtype, np.inexact) and not np.isfinite(value).all()]
+  if bad:
+    value = arrays[bad[0]]
+    others = f" (and {len(bad) - 1} more array(s): {bad[1:4]})" if len(bad) > 1 else ""
+    raise ValueError(
+        f"{name}: parameter '{bad[0]}' holds non-finite values ({int(np.isnan(value).sum())} NaN, "
+        f"{int(np.isinf(value).sum())} inf of {value.size}){others}. The run that wrote it diverged "
+        "or the file is damaged; use another checkpoint.")
+
+
 def load_flat_npz(path: PathLike) -> dict[str, np.ndarray]:
-  """The arrays of an npz file as {key: array}, exactly as stored (no renaming)."""
+  """The arrays of an npz file as {key: array}, exactly as stored (no renaming).
+
+  Raises FileNotFoundError for a missing file and ValueError naming the file (and the array) for
+  anything else that is not a complete npz archive of finite plain arrays: a directory, an empty,
+  truncated or damaged file, pickled objects (refused: loading them can run code), NaN or inf.
+  """
+  name = os.fspath(path)
   try:
-    with np.load(io.BytesIO(read_bytes(path)), allow_pickle=False) as data:
-      return {key: data[key] for key in data.files}
+    data = read_bytes(path)
   except FileNotFoundError:
-    raise FileNotFoundError(f"no npz checkpoint at {os.fspath(path)}") from None
-  except (ValueError, OSError) as e:
-    raise ValueError(f"{os.fspath(path)} is not a readable npz checkpoint: {e}") from e
+    raise FileNotFoundError(f"no npz checkpoint at {name}") from None
+  except IsADirectoryError:
+    raise _not_npz(name, "it is a directory; give the path of an .npz file") from None
+  except OSError as e:
+    raise _not_npz(name, f"it cannot be read ({e})") from e
+  if not data:
+    raise _not_npz(name, "it is empty (0 bytes); the download or copy probably failed: fetch it again")
+  if not data.startswith(ZIP_SIGNATURES):
+    kind = ("it is a single .npy array, not an npz archive" if data.startswith(NPY_SIGNATURE) else
+            "it does not start like a zip archive (damaged, or another format)")
+    raise _not_npz(name, kind)
+  try:
+    archive = np.load(io.BytesIO(data), allow_pickle=False)
+  except _READ_ERRORS as e:
+    raise _not_npz(name, f"it is truncated or damaged ({e}); fetch it again") from e
+  arrays = {}
+  with archive:
+    for key in archive.files:
+      try:
+        arrays[key] = archive[key]
+      except _READ_ERRORS as e:
+        raise _not_npz(name, f"array '{key}' cannot be read ({e}): the file is damaged, or the array "
+                       "holds pickled Python objects, which are refused because loading them can run "
+                       "code") from e
+  _check_finite(arrays, name)
+  return arrays
 
 
 def load_npz(path: PathLike) -> dict[str, Any]:

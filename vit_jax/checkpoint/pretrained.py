@@ -70,6 +70,19 @@ def _mismatch_error(source: str, mismatches: list[tuple[str, Any, Any]]) -> Valu
       "checkpoint's architecture.")
 
 
+def _is_float(dtype: Any) -> bool:
+  return jax.numpy.issubdtype(dtype, jax.numpy.inexact)  # Knows bfloat16, unlike numpy.
+
+
+def _integer_weights_error(source: str, wrong: list[tuple[str, Any, Any]]) -> ValueError:
+  shown = "\n".join(f"  {key}: stored as {old}, the model's is {new}" for key, old, new in wrong[:8])
+  more = f"\n  ... and {len(wrong) - 8} more" if len(wrong) > 8 else ""
+  return ValueError(
+      f"checkpoint {source} stores {len(wrong)} floating-point parameter(s) as integers:\n{shown}{more}\n"
+      "They are not cast silently: the file was written wrongly (rounded or truncated weights) or is "
+      "not a weights file. Export it again with float arrays.")
+
+
 def load_pretrained(init_params: Mapping[str, Any], source_path: Union[str, os.PathLike, Mapping],
                     *, has_class_token: bool, keep_pre_logits: bool) -> tuple[dict, LoadReport]:
   """Merges pretrained params into `init_params` for fine-tuning; returns (numpy params, report).
@@ -94,7 +107,7 @@ def load_pretrained(init_params: Mapping[str, Any], source_path: Union[str, os.P
   if keep_pre_logits and not has_pre_logits:
     raise ValueError("keep_pre_logits=True but the new model has no pre_logits layer; set "
                      "representation_size in the model config or pass keep_pre_logits=False")
-  report, params, mismatches = LoadReport(source), {}, []
+  report, params, mismatches, integer_weights = LoadReport(source), {}, [], []
   for key, fresh in init.items():
     fresh = np.asarray(fresh)
     top = _top(key)
@@ -107,6 +120,9 @@ def load_pretrained(init_params: Mapping[str, Any], source_path: Union[str, os.P
       mismatches.append((key, "missing", fresh.shape))
       continue
     value = np.asarray(pretrained[key])
+    if _is_float(fresh.dtype) and not _is_float(value.dtype):
+      integer_weights.append((key, value.dtype, fresh.dtype))
+      continue
     class_token_row = POSITION_EMBEDDINGS.get(key.rsplit("/", 1)[-1])
     if (class_token_row is not None and value.shape != fresh.shape
         and value.shape[-1] == fresh.shape[-1]):
@@ -128,6 +144,8 @@ def load_pretrained(init_params: Mapping[str, Any], source_path: Union[str, os.P
         report.ignored.append(key)
       else:
         mismatches.append((key, np.shape(pretrained[key]), "has no such parameter"))
+  if integer_weights:
+    raise _integer_weights_error(source, integer_weights)
   if mismatches:
     raise _mismatch_error(source, mismatches)
   return layers_layout.like(naming.unflatten(params), nn.meta.unbox(init_params)), report
