@@ -10,6 +10,19 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import pytest  # noqa: E402  (after the environment is set)
 
 
+def pytest_configure(config):
+  """Tests compile the same tiny programs again and again (each build.setup jits anew): a persistent
+  compilation cache shared by this run's workers compiles each once. Set in-process only, so child
+  processes started by tests use a cache only where a test gives them one."""
+  del config
+  import jax  # pylint: disable=import-outside-toplevel
+  import tempfile  # pylint: disable=import-outside-toplevel
+  run = os.environ.get("PYTEST_XDIST_TESTRUNUID", str(os.getpid()))
+  jax.config.update("jax_compilation_cache_dir",
+                    os.path.join(tempfile.gettempdir(), f"vit_jax_tests_{run}", "compilation_cache"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
   """Makes `--dist loadgroup` keep each xdist_group on one worker, as the module fixtures of the
