@@ -1,6 +1,8 @@
 """Checkpoints: the Orbax training manager, params-only restore, public npz import, fine-tuning load.
 
-  Checkpointer          Orbax manager for TrainState + JSON extra (async, atomic, keep K, skips corrupt).
+  Checkpointer          Orbax manager for TrainState + JSON extra (async, atomic, keep K, checksums
+                        verified, skips corrupt); CheckpointSaveError when a save fails (disk full).
+  ChecksumMismatchError a restored step differs from its stored per-array checksums.
   workdir_lock.hold     one writer per workdir (<workdir>/LOCK); WorkdirLockError names the holder.
   restore_params        params only (numpy, host) from a workdir, Orbax step dir or .npz.
   restore_model_state   the non-parameter collections (BatchNorm statistics, fixed tables) of a run.
@@ -9,7 +11,9 @@
   resize_posemb         2D position-embedding interpolation with the reference semantics.
 """
 from vit_jax.checkpoint import workdir_lock
+from vit_jax.checkpoint.checksums import ChecksumMismatchError
 from vit_jax.checkpoint.manager import CHECKPOINT_SUBDIR
+from vit_jax.checkpoint.manager import CheckpointSaveError
 from vit_jax.checkpoint.manager import Checkpointer
 from vit_jax.checkpoint.manager import checkpoint_directory
 from vit_jax.checkpoint.npz import load_npz
@@ -22,7 +26,7 @@ from vit_jax.checkpoint.pretrained import load_pretrained_model_state
 from vit_jax.checkpoint.workdir_lock import WorkdirLockError
 
 __all__ = [
-    "CHECKPOINT_SUBDIR", "Checkpointer", "LoadReport", "WorkdirLockError", "checkpoint_directory",
-    "load_npz", "load_pretrained", "load_pretrained_model_state", "resize_posemb", "restore_model_state",
-    "restore_params", "workdir_lock",
+    "CHECKPOINT_SUBDIR", "CheckpointSaveError", "Checkpointer", "ChecksumMismatchError", "LoadReport",
+    "WorkdirLockError", "checkpoint_directory", "load_npz", "load_pretrained",
+    "load_pretrained_model_state", "resize_posemb", "restore_model_state", "restore_params", "workdir_lock",
 ]
