@@ -29,6 +29,10 @@ _TIMEOUT = flags.DEFINE_integer(
     "distributed_timeout", 300,
     "Seconds to wait for all processes to connect, for a silent process (at most 100) before the "
     "others stop, and for the others at exit.")
+_RESTORE_STEP = flags.DEFINE_integer(
+    "restore_step", None,
+    "Resume from this kept checkpoint step instead of the newest; the newer steps are moved to "
+    "<workdir>/checkpoints/set_aside/ (kept, not deleted).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -49,7 +53,7 @@ def main(argv, kept_pages: host_memory.Outcome):
     from vit_jax.data.sources import hide_gpus_from_tensorflow  # pylint: disable=import-outside-toplevel
     hide_gpus_from_tensorflow()
     from vit_jax.train.loop import train_and_evaluate  # pylint: disable=import-outside-toplevel
-    result = train_and_evaluate(config, workdir)
+    result = train_and_evaluate(config, workdir, restore_step=_RESTORE_STEP.value)
   print(f"test loss: {result['test_loss']:.4f} over {int(result['test_examples'])} examples")
   print(f"final test accuracy: {result['test_accuracy']:.3f}")
 

@@ -3,10 +3,12 @@
 The loop orchestrates: everything derived from the config comes from Setup; it reads only the keys
 of the phases it runs itself (data pipeline, checkpoints, logging cadence, evaluators, init_from).
 """
+import contextlib
 import math
 import os
 import signal
 import time
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -15,9 +17,9 @@ import numpy as np
 import tqdm
 from jax.experimental import multihost_utils
 
-from vit_jax import checkpoint, flops, parallel
+from vit_jax import checkpoint, configuration, flops, parallel, paths
 from vit_jax.data import pipeline, sources
-from vit_jax.train import build, optim
+from vit_jax.train import build, finiteness, optim
 from vit_jax.train import evaluators as evaluators_lib
 from vit_jax.train.metric_log import MetricLog
 from vit_jax.train.state import TrainState
@@ -62,14 +64,20 @@ def load_init_weights(state: TrainState, s: build.Setup, init_from: str, workdir
   return state.replace(params=params, opt_state=opt_state, model_state=model_state)
 
 
-def initial_state(s: build.Setup, ckpt: "checkpoint.Checkpointer", workdir: str, init_from: str
-                  ) -> tuple[TrainState, int]:
-  """Resume from the workdir if it has a checkpoint, else init (and load pretrained weights).
+def initial_state(s: build.Setup, ckpt: "checkpoint.Checkpointer", workdir: str, init_from: str,
+                  restore_step: Optional[int] = None) -> tuple[TrainState, int]:
+  """Resume from the workdir if it has a checkpoint (from `restore_step` if given: the newer steps
+  are set aside, not deleted), else init (and load pretrained weights).
 
   Returns the state and the data position (the number of batches already consumed).
   """
+  if restore_step is not None:
+    if restore_step not in ckpt.all_steps():
+      raise ValueError(f"--restore_step={restore_step}: {ckpt.directory} keeps steps "
+                       f"{ckpt.all_steps() or 'none'}; choose one of them")
+    ckpt.set_aside_newer_than(restore_step)
   if ckpt.latest_step() is not None:
-    state, extra = ckpt.restore(abstract_state=s.abstract_state)
+    state, extra = ckpt.restore(restore_step, abstract_state=s.abstract_state)
     step = int(jax.device_get(state.step))
     print(f"resuming from step {step} of {s.total_steps} ({ckpt.directory})"
           + (": already finished" if step >= s.total_steps else ""))
@@ -80,6 +88,44 @@ def initial_state(s: build.Setup, ckpt: "checkpoint.Checkpointer", workdir: str,
     return load_init_weights(state, s, init_from, workdir), 0
   print(f"starting at step 0 of {s.total_steps} from a random initialisation")
   return state, 0
+
+
+def last_good(ckpt: "checkpoint.Checkpointer") -> str:
+  """Where a rerun resumes from, for error messages (waits for a save in flight)."""
+  ckpt.wait_until_finished()
+  step = ckpt.latest_step()
+  if step is None:
+    return f"no checkpoint has been written yet in {ckpt.directory}; a rerun starts from scratch"
+  return f"the last good checkpoint is step {step} in {ckpt.directory}, where a rerun resumes"
+
+
+def check_before_save(state: TrainState, step: int, ckpt: "checkpoint.Checkpointer") -> None:
+  """Refuses to checkpoint NaN or Inf: the run stops, and the last good step stays newest (kept from
+  rotation, since nothing newer is written)."""
+  bad = finiteness.nonfinite_paths(
+      {"params": state.params, "opt_state": state.opt_state, "model_state": state.model_state})
+  if bad:
+    raise FloatingPointError(
+        f"the train state holds NaN or Inf at step {step} ({len(bad)} arrays, e.g. "
+        f"{', '.join(bad[:3])}); it was not checkpointed: {last_good(ckpt)}. Lower "
+        "optim.learning_rate, enable optim.grad_clip_norm, or skip such steps with "
+        "optim.skip_nonfinite=N.")
+
+
+def check_metrics(metrics: dict[str, float], step: int, skip_limit: int,
+                  ckpt: "checkpoint.Checkpointer") -> None:
+  """On a logging step: a non-finite loss stops the run, unless optim.skip_nonfinite skips such
+  steps; then `skip_limit` skipped steps in a row stop it."""
+  if skip_limit:
+    if metrics["nonfinite_in_a_row"] >= skip_limit:
+      raise FloatingPointError(
+          f"{int(metrics['nonfinite_in_a_row'])} steps in a row up to step {step} had a non-finite "
+          f"gradient and were skipped (optim.skip_nonfinite={skip_limit}); {last_good(ckpt)}. Lower "
+          "optim.learning_rate or enable optim.grad_clip_norm.")
+  elif not np.isfinite(metrics["loss"]):
+    raise FloatingPointError(
+        f"loss is {metrics['loss']} at step {step}; {last_good(ckpt)}. Lower optim.learning_rate, "
+        "enable optim.grad_clip_norm, or skip such steps with optim.skip_nonfinite=N.")
 
 
 def evaluate_all(evaluators: list[evaluators_lib.Evaluator], state: TrainState
@@ -133,19 +179,37 @@ class _Preemption:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Trains (resuming if the workdir has a checkpoint), runs every evaluator at the end, returns
-  the final metrics ('<evaluator>_<metric>') with the step."""
-  source = sources.get_source(config.data)
-  s = setup(config, source)
-  is_main = jax.process_index() == 0
-  save_config(config, workdir)
-  ckpt = checkpoint.Checkpointer(
-      os.path.join(workdir, "checkpoints"), save_every=config.train.checkpoint_every,
-      keep=config.train.keep_checkpoints)
-  state, position = initial_state(s, ckpt, workdir, config.init_from)
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       restore_step: Optional[int] = None) -> dict[str, float]:
+  """Trains (resuming if the workdir has a checkpoint, from `restore_step` if given), runs every
+  evaluator at the end, returns the final metrics ('<evaluator>_<metric>') with the step.
+
+  Values that cannot work fail first, naming their key (configuration.check_values); `~` in paths is
+  expanded. One run at a time writes a workdir (a lock held by process 0); a checkpoint never holds
+  NaN or Inf; an error stops the run only after a save in flight has finished or failed cleanly.
+  """
+  config = config.copy_and_resolve_references()
+  configuration.expand_paths(config)
+  workdir = paths.expand(workdir)
+  configuration.check_values(config, workdir)
+  with checkpoint.workdir_lock.hold(workdir), contextlib.ExitStack() as stack:
+    source = sources.get_source(config.data)
+    s = setup(config, source)
+    save_config(config, workdir)
+    ckpt = stack.enter_context(checkpoint.Checkpointer(
+        os.path.join(workdir, "checkpoints"), save_every=config.train.checkpoint_every,
+        keep=config.train.keep_checkpoints))
+    state, position = initial_state(s, ckpt, workdir, config.init_from, restore_step)
+    log = MetricLog(workdir, enabled=jax.process_index() == 0,
+                    resume_step=int(jax.device_get(state.step)))
+    stack.callback(log.close)
+    return _train(config, s, source, ckpt, log, state, position)
+
+
+def _train(config, s: build.Setup, source, ckpt, log: MetricLog, state: TrainState, position: int
+           ) -> dict[str, float]:
   step = int(jax.device_get(state.step))
-  log = MetricLog(workdir, enabled=is_main, resume_step=step)
+  is_main = jax.process_index() == 0
   n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(s.abstract_state.params))
   print(f"{config.model_name}: {n_params:,} parameters; mesh {dict(s.mesh.shape)} ({config.sharding}); "
         f"{s.total_steps} steps of batch {s.batch_size}; loss {s.loss_name}")
@@ -162,12 +226,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # MFU: analytic training FLOPs per image over the peak of all devices at the compute dtype.
   train_flops = flops.train_flops_per_example(s.model)
   peak = flops.peak_flops_per_device(jnp.dtype(s.model.dtype).name) * s.mesh.devices.size
-  log_every = config.train.log_every
+  log_every, save_every = config.train.log_every, config.train.checkpoint_every
+  skip_limit = config.optim.skip_nonfinite
 
   progress = tqdm.tqdm(total=s.total_steps, initial=step, disable=not is_main, unit="step",
                        dynamic_ncols=True)
   window_start, window_steps = time.perf_counter(), 0
-  with _Preemption() as preemption, parallel.activate(s.mesh, s.rules):
+  with progress, _Preemption() as preemption, parallel.activate(s.mesh, s.rules):
     while step < s.total_steps:
       batch = parallel.global_batch(next(batches), s.mesh, s.rules)
       state, metrics = s.train_step(state, batch)
@@ -176,10 +241,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       progress.update(1)
       if step % log_every == 0 or step == s.total_steps:
         metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        if not np.isfinite(metrics["loss"]):
-          raise FloatingPointError(
-              f"loss is {metrics['loss']} at step {step}; lower optim.learning_rate or enable "
-              "optim.grad_clip_norm, and resume from the last checkpoint")
+        skipped = optim.nonfinite_steps(state.opt_state)
+        if skipped is not None:
+          in_a_row, total, _ = jax.device_get(skipped)
+          metrics.update(nonfinite_in_a_row=float(in_a_row), skipped_nonfinite_steps=float(total))
+        check_metrics(metrics, step, skip_limit, ckpt)
         elapsed = time.perf_counter() - window_start
         metrics["images_per_sec"] = window_steps * s.batch_size / max(elapsed, 1e-9)
         metrics["mfu"] = metrics["images_per_sec"] * train_flops / peak
@@ -190,17 +256,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       due = [e for e in evaluators if e.due(step, s.total_steps)]
       if due:
         log.write(step, evaluate_all(due, state))
-      # The manager saves every checkpoint_every steps; the last step and a preemption always save.
+      # Every checkpoint_every steps; the last step and a preemption always save.
       preempted = preemption.reached(step)
-      ckpt.save(step, state, {"data_position": step}, force=step == s.total_steps or preempted)
+      force = step == s.total_steps or preempted
+      if force or step % save_every == 0:
+        check_before_save(state, step, ckpt)
+        ckpt.save(step, state, {"data_position": step}, force=force)
       if preempted:
         ckpt.wait_until_finished()
-        progress.close()
         raise SystemExit(f"preempted (SIGTERM): saved step {step}; rerun the same command to resume")
-  progress.close()
   ckpt.wait_until_finished()
   result = evaluate_all(evaluators, state)
   log.write(step, result)
-  log.close()
-  ckpt.close()
   return {"step": step, **result}

@@ -1,9 +1,9 @@
 """Where training metrics go: TensorBoard event files and a JSON-lines file in the workdir.
 
 A resumed run continues the same files: rows written after the step it resumes from (by a run that
-died before its next checkpoint) are dropped first, and a row already written for a step (the final
-evaluation of a finished run that is started again) is not written twice, so every step's rows
-appear once, however often the run is restarted.
+died before its next checkpoint, or that --restore_step abandons) move to metrics_set_aside.jsonl,
+and a row already written for a step (the final evaluation of a finished run that is started again)
+is not written twice, so every step's rows appear once, however often the run is restarted.
 """
 import json
 import os
@@ -19,6 +19,7 @@ class MetricLog:
     """resume_step: the step the run restarts from; rows of later steps are removed."""
     self.enabled = enabled
     self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
+    self.set_aside_path = os.path.join(workdir, "metrics_set_aside.jsonl")
     self._tensorboard = None
     if enabled:
       os.makedirs(workdir, exist_ok=True)
@@ -31,6 +32,8 @@ class MetricLog:
     kept = [row for row in rows if row["step"] <= step]
     if len(kept) == len(rows):
       return
+    with open(self.set_aside_path, "a") as f:  # kept for inspection before they leave metrics.jsonl
+      f.writelines(json.dumps(row) + "\n" for row in rows if row["step"] > step)
     partial = self.jsonl_path + ".partial"
     with open(partial, "w") as f:
       f.writelines(json.dumps(row) + "\n" for row in kept)

@@ -171,6 +171,27 @@ def ema_params(opt_state: Any) -> Optional[Any]:
   return next((s.ema for s in states if isinstance(s, EmaState)), None)
 
 
+# optax.apply_if_finite gives up and applies a non-finite update after this many in a row; the loop
+# stops the run after optim.skip_nonfinite instead, so it never should.
+_NEVER_APPLY = 2**31 - 2
+
+
+def skip_nonfinite_updates(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+  """tx, except that a step whose gradient holds a NaN or an Inf changes no parameter and no
+  optimizer state; optax.apply_if_finite counts such steps (see nonfinite_steps)."""
+  return optax.apply_if_finite(tx, max_consecutive_errors=_NEVER_APPLY)
+
+
+def nonfinite_steps(opt_state: Any) -> Optional[tuple[Any, Any, Any]]:
+  """(skipped in a row, skipped in all, whether the last update was applied) with
+  optim.skip_nonfinite, as arrays on device; None without it."""
+  states = jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, optax.ApplyIfFiniteState))
+  state = next((s for s in states if isinstance(s, optax.ApplyIfFiniteState)), None)
+  if state is None:
+    return None
+  return state.notfinite_count, state.total_notfinite, state.last_finite
+
+
 def optimizer_core(cfg: ml_collections.ConfigDict, rules: ParamRules,
                    schedule: optax.Schedule) -> optax.GradientTransformation:
   """The optimizer optim.name names, with its weight decay."""
@@ -203,6 +224,10 @@ def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> tuple[
   if cfg.ema_decay:
     parts.append(ema_of_params(float(cfg.ema_decay)))
   tx = optax.chain(*parts)
+  if cfg.skip_nonfinite < 0:
+    raise ValueError(f"optim.skip_nonfinite must be >= 0 (0 = off), got {cfg.skip_nonfinite}")
+  if cfg.skip_nonfinite:
+    tx = skip_nonfinite_updates(tx)
 
   def init(params):
     if jax.tree.leaves(params):  # optax.tree_map_params inits with a leafless placeholder

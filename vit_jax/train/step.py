@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import optax
 
 from vit_jax.train.losses import LossFn
+from vit_jax.train.optim import nonfinite_steps
 from vit_jax.train.state import TrainState
 
 Batch = dict[str, jax.Array]
@@ -73,6 +74,11 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule
       loss, acc, grads = jax.tree.map(lambda x: x / accum_steps, (loss, acc, grads))
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    skipped = nonfinite_steps(opt_state)
+    if skipped is not None:  # optim.skip_nonfinite: a skipped step leaves BatchNorm statistics too
+      applied = skipped[2]
+      model_state = jax.tree.map(lambda new, old: jnp.where(applied, new, old),
+                                 model_state, state.model_state)
     metrics = {
         "loss": loss, "accuracy": acc, "grad_norm": optax.global_norm(grads),
         "learning_rate": schedule(state.step),
