@@ -90,7 +90,8 @@ def optim_config() -> ml_collections.ConfigDict:
       # optimizer state (sharded and checkpointed with it); vit_jax.train.optim.ema_params reads it.
       ema_decay=0.0,
       # N > 0: a step whose gradient holds NaN or Inf changes no parameter or optimizer state (counted
-      # as skipped_nonfinite_steps) and N such steps in a row stop the run (checked when logging);
+      # as skipped_nonfinite_steps) and N such steps in a row stop the run (checked when logging and
+      # before each checkpoint);
       # 0: a non-finite loss stops the run. Either way no checkpoint ever holds NaN or Inf.
       skip_nonfinite=0,
   ))

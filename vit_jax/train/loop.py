@@ -112,16 +112,32 @@ def check_before_save(state: TrainState, step: int, ckpt: "checkpoint.Checkpoint
         "optim.skip_nonfinite=N.")
 
 
+def skipped_steps(state: TrainState) -> dict[str, float]:
+  """With optim.skip_nonfinite: the steps skipped in a row up to now and in all (read from device)."""
+  skipped = optim.nonfinite_steps(state.opt_state)
+  if skipped is None:
+    return {}
+  in_a_row, total, _ = jax.device_get(skipped)
+  return {"nonfinite_in_a_row": float(in_a_row), "skipped_nonfinite_steps": float(total)}
+
+
+def check_skipped(skipped: dict[str, float], step: int, skip_limit: int,
+                  ckpt: "checkpoint.Checkpointer") -> None:
+  """optim.skip_nonfinite=N: N skipped steps in a row stop the run (checked when logging and
+  before each checkpoint)."""
+  if skip_limit and skipped["nonfinite_in_a_row"] >= skip_limit:
+    raise FloatingPointError(
+        f"{int(skipped['nonfinite_in_a_row'])} steps in a row up to step {step} had a non-finite "
+        f"gradient and were skipped (optim.skip_nonfinite={skip_limit}); {last_good(ckpt)}. Lower "
+        "optim.learning_rate or enable optim.grad_clip_norm.")
+
+
 def check_metrics(metrics: dict[str, float], step: int, skip_limit: int,
                   ckpt: "checkpoint.Checkpointer") -> None:
   """On a logging step: a non-finite loss stops the run, unless optim.skip_nonfinite skips such
   steps; then `skip_limit` skipped steps in a row stop it."""
   if skip_limit:
-    if metrics["nonfinite_in_a_row"] >= skip_limit:
-      raise FloatingPointError(
-          f"{int(metrics['nonfinite_in_a_row'])} steps in a row up to step {step} had a non-finite "
-          f"gradient and were skipped (optim.skip_nonfinite={skip_limit}); {last_good(ckpt)}. Lower "
-          "optim.learning_rate or enable optim.grad_clip_norm.")
+    check_skipped(metrics, step, skip_limit, ckpt)
   elif not np.isfinite(metrics["loss"]):
     raise FloatingPointError(
         f"loss is {metrics['loss']} at step {step}; {last_good(ckpt)}. Lower optim.learning_rate, "
@@ -241,10 +257,7 @@ def _train(config, s: build.Setup, source, ckpt, log: MetricLog, state: TrainSta
       progress.update(1)
       if step % log_every == 0 or step == s.total_steps:
         metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        skipped = optim.nonfinite_steps(state.opt_state)
-        if skipped is not None:
-          in_a_row, total, _ = jax.device_get(skipped)
-          metrics.update(nonfinite_in_a_row=float(in_a_row), skipped_nonfinite_steps=float(total))
+        metrics.update(skipped_steps(state))
         check_metrics(metrics, step, skip_limit, ckpt)
         elapsed = time.perf_counter() - window_start
         metrics["images_per_sec"] = window_steps * s.batch_size / max(elapsed, 1e-9)
@@ -260,6 +273,8 @@ def _train(config, s: build.Setup, source, ckpt, log: MetricLog, state: TrainSta
       preempted = preemption.reached(step)
       force = step == s.total_steps or preempted
       if force or step % save_every == 0:
+        if skip_limit:
+          check_skipped(skipped_steps(state), step, skip_limit, ckpt)
         check_before_save(state, step, ckpt)
         ckpt.save(step, state, {"data_position": step}, force=force)
       if preempted:
