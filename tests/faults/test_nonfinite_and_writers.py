@@ -6,7 +6,10 @@ Checkpoints are due every 2 steps and metrics every 3, so a NaN can reach a save
 """
 import importlib.util
 import json
+import os
 import pathlib
+import re
+import sys
 
 import numpy as np
 import pytest
@@ -15,7 +18,10 @@ from vit_jax import checkpoint
 from vit_jax.data import pipeline
 from vit_jax.train import loop
 
-CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
+from .. import processes
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CONFIGS = ROOT / "configs"
 
 
 def config(steps=6, **optim):
@@ -147,3 +153,22 @@ def test_a_second_writer_is_refused_naming_the_first(tmp_path):
     with pytest.raises(checkpoint.WorkdirLockError, match=r"process \d+ on host"):
       loop.train_and_evaluate(config(steps=2), str(tmp_path))
   assert not (tmp_path / "checkpoints").exists()  # it wrote nothing
+
+
+def test_an_error_while_a_save_is_in_flight_stops_cleanly_and_keeps_that_save(tmp_path):
+  # A learning rate of 1e30 turns the loss into NaN a few steps in, while the previous step's
+  # asynchronous save is still being written (every step saves).
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  done = processes.run(
+      [sys.executable, "-m", "vit_jax.main", "--config=configs/default.py:pretrain",
+       f"--workdir={tmp_path}", "--config.model_name=ViT-micro/4", "--config.train.epochs=0",
+       "--config.train.steps=20", "--config.optim.warmup_steps=1", "--config.batch_size=16",
+       "--config.train.log_every=1", "--config.train.checkpoint_every=1",
+       "--config.optim.learning_rate=1e30", "--config.optim.grad_clip_norm=0"], cwd=ROOT, env=env)
+  assert done.returncode != 0
+  last_good = re.search(r"FloatingPointError: .* the last good checkpoint is step (\d+)", done.stderr)
+  assert last_good, done.stderr[-3000:]
+  assert "Event loop is closed" not in done.stderr
+  assert len(done.stderr.splitlines()) < 60, done.stderr[-3000:]  # the error, not pages of threads
+  names = sorted(os.listdir(tmp_path / "checkpoints"))
+  assert names[-1] == last_good.group(1) and not [n for n in names if "tmp" in n], names
