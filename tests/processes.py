@@ -76,6 +76,21 @@ class Process:
       self.popen.wait()
 
 
+# Child processes compile without LLVM's optimisation passes: their programs are tiny, so compiling
+# them is what takes time, and level 0 compiles about 40% faster. Its arithmetic is the same IEEE
+# operations without fused multiply-adds, so children are compared only with runs built the same
+# way (other children), never with a test process's numbers.
+FAST_COMPILE = "--xla_backend_optimization_level=0"
+
+
+def xla_flags(devices: int) -> str:
+  """XLA_FLAGS for a child process: the test's own (tests/conftest.py) with `devices` fake CPU
+  devices, compiling fast (FAST_COMPILE)."""
+  kept = [flag for flag in os.environ.get("XLA_FLAGS", "").split()
+          if not flag.startswith("--xla_force_host_platform_device_count")]
+  return " ".join(kept + [f"--xla_force_host_platform_device_count={devices}", FAST_COMPILE])
+
+
 def start(command: Sequence[str], *, log: os.PathLike, stderr_log: Optional[os.PathLike] = None,
           cwd: Optional[os.PathLike] = None, env: Optional[dict] = None) -> Process:
   """Starts `command` in its own process group, under `timeout HARD_LIMIT_SECONDS` (so that not even

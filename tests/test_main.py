@@ -12,7 +12,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def run_cli(*args, **env_vars):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", **env_vars)
+  env = dict(os.environ, XLA_FLAGS=processes.xla_flags(2), **env_vars)
   return processes.run([sys.executable, "-m", "vit_jax.main", *args], cwd=ROOT, env=env)
 
 

@@ -61,7 +61,7 @@ def _start(workdir, count, port, *, cache=None, steps=4, by_env=False,
   workdir = pathlib.Path(workdir)
   base = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS" and not k.startswith("JAX_")}
   base.update(JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2",
-              XLA_FLAGS=f"--xla_force_host_platform_device_count={8 // count}")
+              XLA_FLAGS=processes.xla_flags(8 // count))
   if cache:
     base.update(JAX_COMPILATION_CACHE_DIR=str(cache))
   procs = []

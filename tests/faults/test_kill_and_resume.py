@@ -170,7 +170,7 @@ def job(tmp_path_factory, compilation_cache):
   # The test's own environment (8 fake CPU devices: the same mesh in every run) and one compilation
   # cache, which every program enters (the quick ones too): only the reference run compiles.
   env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(compilation_cache),
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", XLA_FLAGS=processes.xla_flags(8))
   reference = base / "reference"
   proc = processes.start(command(reference), log=f"{reference}.log", cwd=ROOT, env=env)
   # The others start once it has saved its first checkpoint: its train step and saving programs are

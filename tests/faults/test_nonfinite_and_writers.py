@@ -158,7 +158,7 @@ def test_a_second_writer_is_refused_naming_the_first(tmp_path):
 def test_an_error_while_a_save_is_in_flight_stops_cleanly_and_keeps_that_save(tmp_path):
   # A learning rate of 1e30 turns the loss into NaN a few steps in, while the previous step's
   # asynchronous save is still being written (every step saves).
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  env = dict(os.environ, XLA_FLAGS=processes.xla_flags(2))
   done = processes.run(
       [sys.executable, "-m", "vit_jax.main", "--config=configs/default.py:pretrain",
        f"--workdir={tmp_path}", "--config.model_name=ViT-micro/4", "--config.train.epochs=0",

@@ -41,7 +41,7 @@ def test_every_family_fine_tunes_at_twice_the_resolution_from_the_command_line(c
   with checkpoint.Checkpointer(tmp_path / "pretrain" / checkpoint.CHECKPOINT_SUBDIR) as ckpt:
     ckpt.save(0, s.init_state(), {"data_position": 0}, force=True)
 
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  env = dict(os.environ, XLA_FLAGS=processes.xla_flags(2))
   proc = processes.run(
       [sys.executable, "-m", "vit_jax.main", f"--config={config_arg}",
        f"--workdir={tmp_path / 'finetune'}", f"--config.init_from={tmp_path / 'pretrain'}",
