@@ -10,17 +10,29 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import pytest  # noqa: E402  (after the environment is set)
 
 
+_RUN_DIRECTORY = "VIT_JAX_TEST_RUN_DIRECTORY"  # Scratch space of one test run, for all its processes.
+
+
 def pytest_configure(config):
   """Tests compile the same tiny programs again and again (each build.setup jits anew): a persistent
   compilation cache shared by this run's workers compiles each once. Set in-process only, so child
   processes started by tests use a cache only where a test gives them one."""
   del config
   import jax  # pylint: disable=import-outside-toplevel
-  import tempfile  # pylint: disable=import-outside-toplevel
-  run = os.environ.get("PYTEST_XDIST_TESTRUNUID", str(os.getpid()))
+  if "PYTEST_XDIST_WORKER" not in os.environ:  # The process that starts the run (workers inherit it).
+    import tempfile  # pylint: disable=import-outside-toplevel
+    os.environ[_RUN_DIRECTORY] = tempfile.mkdtemp(prefix="vit_jax_tests_")
   jax.config.update("jax_compilation_cache_dir",
-                    os.path.join(tempfile.gettempdir(), f"vit_jax_tests_{run}", "compilation_cache"))
+                    os.path.join(os.environ[_RUN_DIRECTORY], "compilation_cache"))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
+
+def pytest_unconfigure(config):
+  """The process that started the run removes its scratch space once every worker has finished."""
+  del config
+  if "PYTEST_XDIST_WORKER" not in os.environ:
+    import shutil  # pylint: disable=import-outside-toplevel
+    shutil.rmtree(os.environ.pop(_RUN_DIRECTORY), ignore_errors=True)
 
 
 @pytest.hookimpl(trylast=True)

@@ -179,10 +179,18 @@ def model_overrides(config: ml_collections.ConfigDict) -> dict:
   return {key: value for key, value in config.model.items() if value is not None}
 
 
+DURATIONS = ("steps", "epochs", "examples")
+
+
+def durations_given(config: ml_collections.ConfigDict) -> list[str]:
+  """The duration keys of config.train that are set (exactly one must be)."""
+  return [name for name in DURATIONS if config.train[name]]
+
+
 def total_steps(config: ml_collections.ConfigDict, num_train_examples: int) -> int:
   """Resolves the training duration to steps from whichever of steps, epochs, examples is set."""
   train = config.train
-  given = [name for name in ("steps", "epochs", "examples") if train[name]]
+  given = durations_given(config)
   if len(given) != 1:
     raise ValueError(
         f"set exactly one of train.steps, train.epochs, train.examples (got {given or 'none'})")
@@ -239,9 +247,9 @@ def check_values(config: ml_collections.ConfigDict, workdir: Optional[str] = Non
     raise ConfigError(
         f"config.batch_size={config.batch_size} is not divisible by config.train.accum_steps="
         f"{train.accum_steps}: set batch_size to a multiple of accum_steps")
-  for key in ("steps", "epochs", "examples"):
+  for key in DURATIONS:
     _at_least(config, f"train.{key}", 0, "a duration")
-  given = [f"train.{key}" for key in ("steps", "epochs", "examples") if train[key]]
+  given = [f"train.{key}" for key in durations_given(config)]
   if len(given) != 1:
     raise ConfigError(f"set exactly one of config.train.steps, train.epochs, train.examples "
                       f"(got {', '.join(given) or 'none'}); set the others to 0")

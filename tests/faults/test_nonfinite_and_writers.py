@@ -135,7 +135,7 @@ def test_too_many_skipped_steps_in_a_row_stop_the_run(tmp_path, nan_at):
 def test_restore_step_resumes_from_a_kept_step_and_sets_the_newer_ones_aside(tmp_path):
   straight = loop.train_and_evaluate(config(), str(tmp_path / "straight"))
   loop.train_and_evaluate(config(), str(tmp_path / "rewound"))
-  with pytest.raises(ValueError, match=r"--restore_step=3: .* keeps steps \[2, 4, 6\]"):
+  with pytest.raises(ValueError, match=r"step 3 is not a saved checkpoint in .*; the saved steps are \[2, 4, 6\]"):
     loop.train_and_evaluate(config(), str(tmp_path / "rewound"), restore_step=3)
   assert steps_in(tmp_path / "rewound") == [2, 4, 6]  # a step that is not kept moves nothing
   again = loop.train_and_evaluate(config(), str(tmp_path / "rewound"), restore_step=2)

@@ -281,12 +281,17 @@ def test_layer_decay_on_a_vit_is_decay_to_the_num_layers_plus_one_minus_layer_id
   assert len(multipliers) == 40 and set(multipliers.values()) == {d ** 3, d ** 2, d, 1.0}
 
 
+def scanned_param_shapes(name):
+  """The params of `name` built with scan_layers=True, as shapes (nothing initialised)."""
+  model = create_model(name, num_classes=3, scan_layers=True)
+  images = jnp.zeros((1, model.image_size, model.image_size, 3))
+  return nn.unbox(jax.eval_shape(
+      lambda: model.init(jax.random.key(0), images, train=False))["params"])
+
+
 def test_layer_decay_of_a_scanned_vit_is_one_multiplier_per_row_of_the_layers_axis():
   d = 0.5
-  model = create_model("ViT-micro/4", num_classes=3, scan_layers=True)
-  shapes = nn.unbox(jax.eval_shape(
-      lambda: model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)), train=False))["params"])
-  multipliers = layer_multipliers_by_name(shapes, d)
+  multipliers = layer_multipliers_by_name(scanned_param_shapes("ViT-micro/4"), d)
   kernel = multipliers["Transformer/encoderblock/MlpBlock_0/Dense_0/kernel"]
   assert kernel.shape == (2, 1, 1)
   np.testing.assert_allclose(kernel.ravel(), [d ** 2, d])
@@ -295,10 +300,7 @@ def test_layer_decay_of_a_scanned_vit_is_one_multiplier_per_row_of_the_layers_ax
 
 def test_layer_decay_of_a_scanned_tnt_counts_the_rows_of_its_block_stack():
   d = 0.5
-  model = create_model("TNT-test", num_classes=3, scan_layers=True)
-  shapes = nn.unbox(jax.eval_shape(
-      lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False))["params"])
-  multipliers = layer_multipliers_by_name(shapes, d)
+  multipliers = layer_multipliers_by_name(scanned_param_shapes("TNT-test"), d)
   rows = [m for name, m in multipliers.items() if name.startswith("block/")]
   assert rows and all(np.shape(m)[0] == 2 for m in rows)
   np.testing.assert_allclose(np.ravel(rows[0]), [d ** 2, d])

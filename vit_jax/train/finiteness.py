@@ -10,6 +10,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from vit_jax.train.param_rules import path_name
+
 
 def _leaf_is_finite(leaf: jax.Array) -> jax.Array:
   if jnp.issubdtype(leaf.dtype, jnp.inexact):
@@ -25,5 +27,5 @@ def _finite_flags(tree: Any) -> Any:
 def nonfinite_paths(tree: Any) -> list[str]:
   """'/'-joined paths of the leaves of `tree` that hold a NaN or an Inf (empty: all finite)."""
   flags = jax.device_get(_finite_flags(tree))
-  return [jax.tree_util.keystr(path, simple=True, separator="/")
-          for path, finite in jax.tree_util.tree_leaves_with_path(flags) if not finite]
+  return [path_name(path) for path, finite in jax.tree_util.tree_leaves_with_path(flags)
+          if not finite]

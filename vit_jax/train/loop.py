@@ -72,10 +72,7 @@ def initial_state(s: build.Setup, ckpt: "checkpoint.Checkpointer", workdir: str,
   Returns the state and the data position (the number of batches already consumed).
   """
   if restore_step is not None:
-    if restore_step not in ckpt.all_steps():
-      raise ValueError(f"--restore_step={restore_step}: {ckpt.directory} keeps steps "
-                       f"{ckpt.all_steps() or 'none'}; choose one of them")
-    ckpt.set_aside_newer_than(restore_step)
+    ckpt.set_aside_newer_than(restore_step)  # Refuses, naming the kept steps, a step not kept.
   if ckpt.latest_step() is not None:
     state, extra = ckpt.restore(restore_step, abstract_state=s.abstract_state)
     step = int(jax.device_get(state.step))
