@@ -77,13 +77,11 @@ def test_gradient_accumulation_equals_the_full_batch():
   assert_params_close(params_full, params_micro)
 
 
-def test_fsdp_and_tensor_rules_shard_parameters_and_keep_the_numbers():
-  base, _ = run(tiny_config(), 3, devices=jax.devices()[:1])
+def test_fsdp_and_tensor_rules_shard_the_parameters():
+  """Their numbers (five steps against one device) are tests/test_parallel_strategies.py's."""
   config = tiny_config(data=2, fsdp=2, tensor=2)
   config.sharding = "fsdp_tensor"
   config.fsdp_min_size = 0  # shard even this tiny model's kernels
   setup = build.setup(config, 10, 640)
   kernel = setup.state_shardings.params["Transformer"]["encoderblock_0"]["MlpBlock_0"]["Dense_0"]
   assert tuple(kernel["kernel"].spec) == ("fsdp", "tensor")
-  sharded, _ = run(config, 3)
-  np.testing.assert_allclose(base, sharded, atol=1e-5)
