@@ -21,6 +21,7 @@ import orbax.checkpoint as ocp
 
 from vit_jax.checkpoint import checksums
 from vit_jax.checkpoint import npz
+from vit_jax.checkpoint import replica_writes
 
 CHECKPOINT_SUBDIR = "checkpoints"  # Under a training workdir.
 CORRUPT_SUBDIR = "corrupt"  # Under the checkpoint directory: steps that failed to restore.
@@ -169,6 +170,7 @@ class Checkpointer:
         max_to_keep=keep, create=True, enable_async_checkpointing=async_save,
         save_decision_policy=policy)
     _install_log_filter()
+    replica_writes.write_replicas_whole_on_cpu()
     self._manager = ocp.CheckpointManager(
         self.directory, options=options,
         item_handlers={STATE: ocp.StandardCheckpointHandler(), EXTRA: ocp.JsonCheckpointHandler(),
