@@ -89,3 +89,57 @@ def test_the_eval_step_compiles_once_for_every_pass():
   finally:
     jax.monitoring.unregister_event_duration_listener(listener)
   assert len(compiles) == 1
+
+
+def lvvit_token_label_config(**loss_options):
+  config = base_config("LV-ViT-test")
+  config.data.image_size = 32
+  config.batch_size = 8
+  config.train.steps = 2
+  config.train.label_smoothing = 0.1
+  config.loss = "token_label"
+  config.loss_options.update(loss_options)
+  return config
+
+
+def test_a_dense_loss_trains_the_model_on_its_dense_outputs_and_evaluates_its_logits():
+  """LV-ViT-test (4x4 tokens) with config.loss='token_label': the step's loss is the registered loss
+  of the model's DenseOutput and the batch's score maps; evaluation scores the plain logits."""
+  from vit_jax.train import token_labeling as tl  # pylint: disable=import-outside-toplevel
+  config = lvvit_token_label_config(dense_weight=0.7)
+  setup = build.setup(config, num_classes=10, train_examples=16)
+  rng = np.random.RandomState(0)
+  batch = {"image": rng.normal(size=(8, 32, 32, 3)).astype(np.float32),
+           "label": rng.randint(0, 10, 8).astype(np.int32),
+           tl.SCORE_VALUES: rng.normal(size=(8, 5, 6, 6)).astype(np.float32),
+           tl.SCORE_INDICES: rng.randint(0, 10, (8, 5, 6, 6)).astype(np.int32),
+           tl.CROP: np.tile(np.float32([0.1, 0.2, 0.5, 0.6]), (8, 1))}
+  state = setup.init_state()
+  variables = jax.device_get({"params": state.params, **state.model_state})
+  dense_model = setup.model.clone(return_dense=True)
+  output, _ = dense_model.apply(variables, batch["image"], train=True, mutable=["batch_stats"],
+                                rngs={"dropout": jax.random.key(0)})  # No dropout, no MixToken.
+  expected = np.mean(tl.token_label_loss(output, batch, label_smoothing=0.1, dense_weight=0.7))
+  with parallel.activate(setup.mesh, setup.rules):
+    _, metrics = setup.train_step(state, parallel.global_batch(batch, setup.mesh, setup.rules))
+    sums = setup.eval_step(variables, parallel.global_batch(
+        {"image": batch["image"], "label": batch["label"], "mask": np.ones(8, np.float32)},
+        setup.mesh, setup.rules))
+  np.testing.assert_allclose(metrics["loss"], expected, rtol=1e-5)
+  logits = setup.model.apply(variables, batch["image"])
+  np.testing.assert_allclose(sums["loss_sum"], np.sum(
+      -jax.nn.log_softmax(logits)[np.arange(8), batch["label"]]), rtol=1e-5)
+
+
+def test_a_dense_loss_for_a_model_without_dense_outputs_is_an_error_naming_both():
+  config = tiny_config()
+  config.loss = "token_label"
+  with pytest.raises(ValueError, match=r"config.loss='token_label' trains on per-token outputs, "
+                                       r"which ViT-micro/4 does not have"):
+    build.setup(config, num_classes=10, train_examples=640)
+
+
+def test_a_loss_option_the_loss_does_not_take_is_an_error_naming_it():
+  with pytest.raises(ValueError, match=r"config.loss_options.dense_wieght: loss 'token_label' takes "
+                                       r"no such option; it takes dense_weight, cls_weight"):
+    build.setup(lvvit_token_label_config(dense_wieght=0.5), num_classes=10, train_examples=16)

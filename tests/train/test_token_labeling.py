@@ -14,6 +14,7 @@ import pytest
 
 from vit_jax.models import create_model
 from vit_jax.models.lvvit import DenseOutput
+from vit_jax.train import losses
 from vit_jax.train import token_labeling as tl
 
 FIXTURE = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "token_label_targets.npz"
@@ -138,3 +139,28 @@ def test_lvvit_with_mixtoken_trains_on_token_labels():
   assert np.isfinite(float(loss))
   assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
   assert np.abs(grads["aux_head"]["kernel"]).max() > 0
+
+
+def official_batch(official):
+  """A train batch carrying the fixture's score maps, crops and labels as the trainer's entries."""
+  maps = tl.unpack_official(jnp.asarray(official["label_maps_topk"]))
+  return {"label": maps.ground_truth, tl.SCORE_VALUES: maps.values, tl.SCORE_INDICES: maps.indices,
+          tl.CROP: maps.crop}
+
+
+@pytest.mark.parametrize("box, expected", [((0, 0, 0, 0), "loss_dense0p5_nomix"),
+                                           ((1, 0, 3, 2), "loss_dense0p5_mixbox_1_0_3_2")])
+def test_the_registered_loss_on_a_batch_of_the_official_maps_gives_the_official_loss(
+    official, box, expected):
+  loss_fn = losses.get_loss("token_label")
+  assert losses.takes_dense_outputs(loss_fn)
+  output = DenseOutput(official["out_cls"], official["out_aux"], jnp.array(box))
+  per_example = jax.jit(lambda o, b: loss_fn(o, b, label_smoothing=0.1))(output, official_batch(official))
+  assert per_example.shape == (2,)
+  np.testing.assert_allclose(jnp.mean(per_example), official[expected], rtol=1e-6)
+
+
+def test_a_batch_without_score_maps_is_an_error_naming_what_is_missing(official):
+  output = DenseOutput(official["out_cls"], official["out_aux"], jnp.zeros(4, jnp.int32))
+  with pytest.raises(ValueError, match=r"score maps in the train batch, which has no \['score_values'"):
+    losses.get_loss("token_label")(output, {"label": jnp.zeros(2, jnp.int32)}, label_smoothing=0.1)

@@ -20,6 +20,7 @@ from vit_jax import parallel
 from vit_jax.configuration import model_overrides, total_steps
 from vit_jax.models import create_model
 from vit_jax.train import losses, optim
+from vit_jax.train import token_labeling  # noqa: F401  (registers the dense loss 'token_label')
 from vit_jax.train.state import TrainState
 from vit_jax.train.step import make_eval_step, make_train_step
 
@@ -88,6 +89,19 @@ def init_fn(model: nn.Module, tx: optax.GradientTransformation, image_size: int,
   return init
 
 
+def _training_model(config: ml_collections.ConfigDict, model: nn.Module, loss_name: str,
+                    loss_fn: losses.LossFn) -> tuple[nn.Module, losses.LossFn]:
+  """(the model the train step applies, the loss the eval step sums): the model itself and its loss,
+  or, for a dense loss, the model returning its dense outputs and softmax_xent on its plain logits."""
+  if not losses.takes_dense_outputs(loss_fn):
+    return model, loss_fn
+  if not model.interface.dense_outputs:
+    raise ValueError(
+        f"config.loss={loss_name!r} trains on per-token outputs, which {config.model_name} does not "
+        "have (ModelInterface.dense_outputs); use an LV-ViT model, or a classification loss")
+  return model.clone(return_dense=True), losses.get_loss("softmax_xent")
+
+
 def _check_batch(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> None:
   batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
   micro_batch, remainder = divmod(config.batch_size, config.train.accum_steps)
@@ -130,8 +144,9 @@ def setup(config: ml_collections.ConfigDict, num_classes: int, train_examples: i
   rules = parallel.rules_for(config.sharding)
   _check_batch(config, mesh)
   loss_name = losses.resolve_loss_name(config.loss, multi_label)
-  loss_fn = losses.get_loss(loss_name)
+  loss_fn = losses.bind_options(loss_name, losses.get_loss(loss_name), dict(config.loss_options))
   model = build_model(config, num_classes)
+  train_model, eval_loss_fn = _training_model(config, model, loss_name, loss_fn)
   steps = total_steps(config, train_examples)
   tx, schedule = optim.make_optimizer(config.optim, steps)
   image_size = config.data.image_size
@@ -143,7 +158,7 @@ def setup(config: ml_collections.ConfigDict, num_classes: int, train_examples: i
       boxed.replace(params=nn.unbox(boxed.params), model_state=nn.unbox(boxed.model_state)),
       shardings)
   train_step = jax.jit(
-      make_train_step(model, tx, schedule, loss_fn=loss_fn,
+      make_train_step(train_model, tx, schedule, loss_fn=loss_fn,
                       label_smoothing=config.train.label_smoothing,
                       accum_steps=config.train.accum_steps),
       in_shardings=(shardings, None), out_shardings=(shardings, None), donate_argnums=(0,))
@@ -152,6 +167,6 @@ def setup(config: ml_collections.ConfigDict, num_classes: int, train_examples: i
       abstract_state=abstract, total_steps=steps, num_classes=num_classes, multi_label=multi_label,
       loss_name=loss_name, batch_size=config.batch_size, image_size=image_size, seed=config.seed,
       train_step=train_step,
-      eval_step=jax.jit(make_eval_step(model, loss_fn)),
-      predict_step=jax.jit(make_eval_step(model, loss_fn, with_logits=True)),
+      eval_step=jax.jit(make_eval_step(model, eval_loss_fn)),
+      predict_step=jax.jit(make_eval_step(model, eval_loss_fn, with_logits=True)),
       _init=jax.jit(lambda: init(boxed=False), out_shardings=shardings))

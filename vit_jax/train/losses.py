@@ -4,8 +4,14 @@ A loss maps (logits (B, K), labels, label_smoothing) to a per-example loss (B,) 
 step averages it over the batch (and over micro-batches) and the eval step sums it over real examples.
 Labels are int (B,) class ids or (B, K) targets: multi-hot for multi-label data, a distribution for
 single-label data mixed or smoothed in the pipeline (mixup, cutmix, onehot).
+
+A dense loss (register_dense_loss) trains models with dense outputs (ModelInterface.dense_outputs):
+it maps (the model's training output, e.g. LV-ViT's DenseOutput; the whole train batch, whose extra
+entries carry its targets; label_smoothing; its options from config.loss_options) to (B,). Evaluation
+then scores the model's plain logits with softmax_xent.
 """
-from typing import Callable
+import inspect
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +24,36 @@ LOSSES: Registry[LossFn] = Registry("loss", "config.loss")
 # Decorator: makes `fn(logits, labels, *, label_smoothing) -> (B,)` available as config.loss=name.
 register_loss = LOSSES.register
 AUTO = "auto"  # sigmoid_xent for multi-label sources, softmax_xent otherwise
+
+
+def register_dense_loss(name: str) -> Callable[[LossFn], LossFn]:
+  """Decorator: makes `fn(output, batch, *, label_smoothing, **options) -> (B,)` available as
+  config.loss=name, for models with dense outputs (see the module doc)."""
+  def register(fn: LossFn) -> LossFn:
+    fn.takes_dense_outputs = True
+    return LOSSES.register(name)(fn)
+  return register
+
+
+def takes_dense_outputs(fn: LossFn) -> bool:
+  return getattr(fn, "takes_dense_outputs", False)
+
+
+def bind_options(name: str, fn: LossFn, options: dict[str, Any]) -> LossFn:
+  """fn with config.loss_options bound; an option the loss does not take is an error naming it."""
+  accepted = [p.name for p in inspect.signature(fn).parameters.values()
+              if p.kind == inspect.Parameter.KEYWORD_ONLY and p.name != "label_smoothing"]
+  unknown = sorted(set(options) - set(accepted))
+  if unknown:
+    raise ValueError(f"config.loss_options.{unknown[0]}: loss {name!r} takes no such option; it "
+                     f"takes {', '.join(accepted) or 'none'}")
+  if not options:
+    return fn
+
+  def bound(*args, **kwargs):
+    return fn(*args, **kwargs, **options)
+  bound.takes_dense_outputs = takes_dense_outputs(fn)
+  return bound
 
 
 def resolve_loss_name(name: str, multi_label: bool) -> str:

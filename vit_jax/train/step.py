@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vit_jax.train.losses import LossFn
+from vit_jax.train.losses import LossFn, takes_dense_outputs
 from vit_jax.train.optim import nonfinite_steps
 from vit_jax.train.state import TrainState
 
@@ -33,44 +33,52 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule
                     loss_fn: LossFn, label_smoothing: float = 0.0, accum_steps: int = 1
                     ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
   """Builds the step around a registered loss (vit_jax.train.losses). With accum_steps > 1 the batch
-  is split into micro-batches whose gradients are averaged before a single optimizer update (same
-  result as one big batch, less activation memory)."""
+  (every entry of it) is split into micro-batches whose gradients are averaged before a single
+  optimizer update (same result as one big batch, less activation memory).
 
-  def objective(params, model_state, images, labels, rng):
+  A dense loss (losses.takes_dense_outputs) gets the model's training output, a DenseOutput (build
+  the model with return_dense=True), and the whole batch; its accuracy is the class token's."""
+  dense = takes_dense_outputs(loss_fn)
+
+  def objective(params, model_state, batch, rng):
     variables = {"params": params, **model_state}
     if model_state:  # e.g. BatchNorm statistics, updated by the forward pass
-      logits, model_state = model.apply(variables, images, train=True, rngs={"dropout": rng},
-                                        mutable=list(model_state))
+      output, model_state = model.apply(variables, batch["image"], train=True,
+                                        rngs={"dropout": rng}, mutable=list(model_state))
     else:
-      logits = model.apply(variables, images, train=True, rngs={"dropout": rng})
-    loss = jnp.mean(loss_fn(logits, labels, label_smoothing=label_smoothing))
-    return loss, (jnp.mean(accuracy_hits(logits, labels)), model_state)
+      output = model.apply(variables, batch["image"], train=True, rngs={"dropout": rng})
+    if dense:
+      loss = jnp.mean(loss_fn(output, batch, label_smoothing=label_smoothing))
+      logits = output.cls_logits
+    else:
+      logits = output
+      loss = jnp.mean(loss_fn(logits, batch["label"], label_smoothing=label_smoothing))
+    return loss, (jnp.mean(accuracy_hits(logits, batch["label"])), model_state)
 
   grad_fn = jax.value_and_grad(objective, has_aux=True)
 
   def train_step(state: TrainState, batch: Batch):
     rng, step_rng = jax.random.split(jax.random.wrap_key_data(state.rng))
-    images, labels = batch["image"], batch["label"]
     if accum_steps == 1:
       (loss, (acc, model_state)), grads = grad_fn(
-          state.params, state.model_state, images, labels, step_rng)
+          state.params, state.model_state, batch, step_rng)
     else:
-      if images.shape[0] % accum_steps:
-        raise ValueError(f"batch size {images.shape[0]} is not divisible by accum_steps={accum_steps}")
+      batch_size = batch["image"].shape[0]
+      if batch_size % accum_steps:
+        raise ValueError(f"batch size {batch_size} is not divisible by accum_steps={accum_steps}")
       micro = lambda x: x.reshape((accum_steps, x.shape[0] // accum_steps) + x.shape[1:])
-      micro_images, micro_labels = micro(images), micro(labels)
 
       def accumulate(carry, inputs):
         sums, model_state = carry
-        index, (mi, ml) = inputs
+        index, micro_batch = inputs
         (loss_i, (acc_i, model_state)), grads_i = grad_fn(
-            state.params, model_state, mi, ml, jax.random.fold_in(step_rng, index))
+            state.params, model_state, micro_batch, jax.random.fold_in(step_rng, index))
         return (jax.tree.map(jnp.add, sums, (loss_i, acc_i, grads_i)), model_state), None
 
       zeros = (jnp.zeros(()), jnp.zeros(()), jax.tree.map(jnp.zeros_like, state.params))
       ((loss, acc, grads), model_state), _ = jax.lax.scan(
           accumulate, (zeros, state.model_state),
-          (jnp.arange(accum_steps), (micro_images, micro_labels)))
+          (jnp.arange(accum_steps), jax.tree.map(micro, dict(batch))))
       loss, acc, grads = jax.tree.map(lambda x: x / accum_steps, (loss, acc, grads))
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)

@@ -6,6 +6,10 @@ map with RoIAlign over the crop box: a (label_size x label_size) grid for the pa
 for the class token, softmaxed and label-smoothed (docs/architectures.md#token-labeling). The loss
 pairs them with LVViT's DenseOutput (models/lvvit.py), whose MixToken box mixes the class target.
 Everything here is jnp and jittable, so it can run inside the train step on the batch's devices.
+
+`config.loss='token_label'` trains with it: the train batch carries each image's stored map
+(SCORE_VALUES, SCORE_INDICES) and the crop it was cut with (CROP) besides 'image' and 'label', and
+the targets are built from them inside the step.
 """
 import dataclasses
 import math
@@ -15,6 +19,11 @@ import jax
 import jax.numpy as jnp
 
 from vit_jax.models.lvvit import DenseOutput, mixtoken_lam
+from vit_jax.train.losses import register_dense_loss
+
+# Train-batch entries of token labeling: the top-k logits (B, K, H', W') and class ids of the stored
+# score map, and the crop box (B, 4) as (top/H, left/W, height/H, width/W) of the original image.
+SCORE_VALUES, SCORE_INDICES, CROP = "score_values", "score_indices", "crop"
 
 
 class TokenLabelTargets(NamedTuple):
@@ -155,6 +164,12 @@ class TokenLabelCrossEntropy:
 
   def __call__(self, output: DenseOutput,
                targets: Union[TokenLabelTargets, jax.Array]) -> jax.Array:
+    return jnp.mean(self.per_example(output, targets))
+
+  def per_example(self, output: DenseOutput,
+                  targets: Union[TokenLabelTargets, jax.Array]) -> jax.Array:
+    """(B,): each example's weighted class-token CE plus its mean token CE (their batch mean is
+    the loss)."""
     batch, tokens, classes = output.token_logits.shape
     if isinstance(targets, TokenLabelTargets):
       cls_target, dense_target = targets.cls, targets.dense
@@ -168,6 +183,30 @@ class TokenLabelCrossEntropy:
           f"({math.isqrt(tokens)})")
     lam = mixtoken_lam(output.mix_box, tokens)
     cls_target = lam * cls_target + (1.0 - lam) * cls_target[::-1]
-    loss_cls = jnp.mean(soft_cross_entropy(output.cls_logits, cls_target))
-    loss_dense = jnp.mean(soft_cross_entropy(output.token_logits, dense_target))
+    loss_cls = soft_cross_entropy(output.cls_logits, cls_target)
+    loss_dense = jnp.mean(soft_cross_entropy(output.token_logits, dense_target), axis=-1)
     return self.cls_weight * loss_cls + self.dense_weight * loss_dense
+
+
+@register_dense_loss("token_label")
+def token_label_loss(output: DenseOutput, batch: dict[str, jax.Array], *, label_smoothing: float,
+                     dense_weight: float = 0.5, cls_weight: float = 1.0,
+                     official_box_order: bool = True) -> jax.Array:
+  """(B,) token-labeling loss of a training batch: targets from its score maps and crops
+  (token_label_targets, on a grid of the model's token grid side), then TokenLabelCrossEntropy."""
+  missing = [key for key in (SCORE_VALUES, SCORE_INDICES, CROP) if key not in batch]
+  if missing:
+    raise ValueError(
+        f"config.loss='token_label' needs score maps in the train batch, which has no {missing}: "
+        "annotate the train split with a teacher (python -m vit_jax.token_labels) and point the "
+        "data config at its maps")
+  _, tokens, num_classes = output.token_logits.shape
+  label_size = math.isqrt(tokens)
+  if label_size * label_size != tokens:
+    raise ValueError(f"token labeling needs a square token grid, got {tokens} tokens")
+  maps = ScoreMaps(values=batch[SCORE_VALUES], indices=batch[SCORE_INDICES], crop=batch[CROP],
+                   ground_truth=batch["label"])
+  targets = token_label_targets(maps, num_classes=num_classes, label_size=label_size,
+                                smoothing=label_smoothing, official_box_order=official_box_order)
+  return TokenLabelCrossEntropy(dense_weight=dense_weight, cls_weight=cls_weight).per_example(
+      output, targets)
