@@ -151,3 +151,28 @@ def test_fused_attention_computes_the_same_function():
   fused = create_model("ViT-micro/4", num_classes=5, attention_impl="fused")
   np.testing.assert_allclose(fused.apply({"params": params}, images),
                              model.apply({"params": params}, images), atol=1e-5)
+
+
+def test_a_token_head_gives_per_token_logits_and_leaves_the_logits_the_class_tokens():
+  images = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
+  plain = create_model("ViT-micro/4", num_classes=5)
+  with_head = create_model("ViT-micro/4", num_classes=5, token_head=True)
+  assert with_head.interface.dense_outputs and not plain.interface.dense_outputs
+  params = with_head.init(jax.random.key(1), images)["params"]
+  params = jax.tree.map(lambda p: jax.random.normal(jax.random.key(2), p.shape), nn.unbox(params))
+  assert set(params) - set(nn.unbox(plain.init(jax.random.key(1), images)["params"])) == {"aux_head"}
+  plain_params = {k: v for k, v in params.items() if k != "aux_head"}
+  logits = with_head.apply({"params": params}, images)
+  np.testing.assert_allclose(logits, plain.apply({"params": plain_params}, images), atol=1e-6)
+  dense = with_head.clone(return_dense=True).apply({"params": params}, images)
+  np.testing.assert_allclose(dense.cls_logits, logits, atol=1e-6)
+  assert dense.token_logits.shape == (2, 16, 5) and not np.any(dense.mix_box)
+
+
+@pytest.mark.parametrize("fields, problem", [
+    (dict(token_head=True, classifier="gap"), "token_head=True needs classifier='token'"),
+    (dict(return_dense=True), "return_dense=True needs token_head=True")])
+def test_dense_outputs_without_a_class_token_or_a_token_head_are_refused(fields, problem):
+  model = create_model("ViT-micro/4", num_classes=5, **fields)
+  with pytest.raises(ValueError, match=problem):
+    model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))

@@ -102,11 +102,21 @@ def lvvit_token_label_config(**loss_options):
   return config
 
 
-def test_a_dense_loss_trains_the_model_on_its_dense_outputs_and_evaluates_its_logits():
-  """LV-ViT-test (4x4 tokens) with config.loss='token_label': the step's loss is the registered loss
-  of the model's DenseOutput and the batch's score maps; evaluation scores the plain logits."""
+def vit_token_label_config(**loss_options):
+  """ViT-micro/4 at 32 px (8x8 tokens) with a per-token head: token labeling is not LV-ViT's alone."""
+  config = lvvit_token_label_config(**loss_options)
+  config.model_name, config.model = "ViT-micro/4", base_config("ViT-micro/4").model
+  config.model.token_head = True
+  return config
+
+
+@pytest.mark.parametrize("make_config", [lvvit_token_label_config, vit_token_label_config],
+                         ids=["LV-ViT-test", "ViT-micro/4 with token_head"])
+def test_a_dense_loss_trains_the_model_on_its_dense_outputs_and_evaluates_its_logits(make_config):
+  """config.loss='token_label': the step's loss is the registered loss of the model's DenseOutput
+  and the batch's score maps; evaluation scores the plain logits."""
   from vit_jax.train import token_labeling as tl  # pylint: disable=import-outside-toplevel
-  config = lvvit_token_label_config(dense_weight=0.7)
+  config = make_config(dense_weight=0.7)
   setup = build.setup(config, num_classes=10, train_examples=16)
   rng = np.random.RandomState(0)
   batch = {"image": rng.normal(size=(8, 32, 32, 3)).astype(np.float32),
@@ -115,9 +125,15 @@ def test_a_dense_loss_trains_the_model_on_its_dense_outputs_and_evaluates_its_lo
            tl.SCORE_INDICES: rng.randint(0, 10, (8, 5, 6, 6)).astype(np.int32),
            tl.CROP: np.tile(np.float32([0.1, 0.2, 0.5, 0.6]), (8, 1))}
   state = setup.init_state()
+  params = dict(state.params)
+  for name in ("head", "aux_head"):  # ViT's heads start at zero: give both something to read
+    kernel = params[name]["kernel"]
+    params[name] = {**params[name], "kernel": jax.device_put(
+        rng.normal(size=kernel.shape).astype(np.float32), kernel.sharding)}
+  state = state.replace(params=params)
   variables = jax.device_get({"params": state.params, **state.model_state})
   dense_model = setup.model.clone(return_dense=True)
-  output, _ = dense_model.apply(variables, batch["image"], train=True, mutable=["batch_stats"],
+  output, _ = dense_model.apply(variables, batch["image"], train=True, mutable=True,
                                 rngs={"dropout": jax.random.key(0)})  # No dropout, no MixToken.
   expected = np.mean(tl.token_label_loss(output, batch, label_smoothing=0.1, dense_weight=0.7))
   with parallel.activate(setup.mesh, setup.rules):
@@ -135,7 +151,7 @@ def test_a_dense_loss_for_a_model_without_dense_outputs_is_an_error_naming_both(
   config = tiny_config()
   config.loss = "token_label"
   with pytest.raises(ValueError, match=r"config.loss='token_label' trains on per-token outputs, "
-                                       r"which ViT-micro/4 does not have"):
+                                       r"which ViT-micro/4 does not have.*token_head=True"):
     build.setup(config, num_classes=10, train_examples=640)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from vit_jax.models import create_model
-from vit_jax.models.lvvit import DenseOutput
+from vit_jax.models.interface import DenseOutput
 from vit_jax.train import losses
 from vit_jax.train import token_labeling as tl
 

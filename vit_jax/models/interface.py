@@ -15,11 +15,25 @@ family: a sown name shares the module's namespace, and `stem` (LV-ViT's conv ste
 (ViT's representation layer) are parameter names of the public layouts.
 """
 import dataclasses
+from typing import Any, NamedTuple
 
 INTERMEDIATES = "intermediates"
 INTERMEDIATE_NAMES = ("stem_output", "encoded", "head_input")
 POOLINGS = ("token", "gap", "token+aux_max")
 POSITION_EMBEDDINGS = ("learned", "sinusoid", "none")
+
+
+class DenseOutput(NamedTuple):
+  """What a model with dense outputs returns in training with return_dense=True (token labeling):
+  class logits, per-token logits and the MixToken box.
+
+  mix_box is int32 (4,) = (row_start, col_start, row_end, col_end) on the token grid, the official
+  (bbx1, bby1, bbx2, bby2); all zeros when no tokens were mixed. token_logits are already swapped back,
+  so token n of example b is compared with the dense label of image b.
+  """
+  cls_logits: Any    # (B, classes) float32
+  token_logits: Any  # (B, tokens, classes) float32
+  mix_box: Any       # (4,) int32
 
 
 @dataclasses.dataclass(frozen=True)

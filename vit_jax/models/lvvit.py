@@ -6,13 +6,13 @@ LayerNorm eps 1e-5, exact GELU, BatchNorm eps 1e-5 with torch's momentum 0.1. Th
 x_cls + 0.5 * max over tokens of x_aux; `return_dense=True` exposes (x_cls, x_aux, MixToken box) for
 token labeling (vit_jax/train/token_labeling.py).
 """
-from typing import Any, NamedTuple, Optional
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vit_jax.models.interface import ModelInterface
+from vit_jax.models.interface import DenseOutput, ModelInterface
 from vit_jax.models.layers import BlockOptions, Dense, check_images, constrain, logical
 from vit_jax.models.stack import Encoder
 from vit_jax.models.variant import Variant
@@ -23,18 +23,6 @@ Dtype = Any
 _NORMAL_002 = nn.initializers.normal(stddev=0.02)
 # torch's default Conv2d init, kaiming_uniform(a=sqrt(5)): U(+-1/sqrt(fan_in)).
 _TORCH_CONV = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
-
-
-class DenseOutput(NamedTuple):
-  """What token labeling trains on: class logits, per-token logits and the MixToken box.
-
-  mix_box is int32 (4,) = (row_start, col_start, row_end, col_end) on the token grid, the official
-  (bbx1, bby1, bbx2, bby2); all zeros when no tokens were mixed. token_logits are already swapped back,
-  so token n of example b is compared with the dense label of image b.
-  """
-  cls_logits: jax.Array    # (B, classes)
-  token_logits: jax.Array  # (B, tokens, classes)
-  mix_box: jax.Array       # (4,) int32
 
 
 def sample_mixtoken_box(rng: jax.Array, grid_h: int, grid_w: int) -> jax.Array:

@@ -5,7 +5,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vit_jax.models.interface import ModelInterface
+from vit_jax.models.interface import DenseOutput, ModelInterface
 from vit_jax.models.layers import BlockOptions, Dense, check_images, constrain, logical
 from vit_jax.models.precision import patch_embedding_conv
 from vit_jax.models.stack import Encoder
@@ -19,6 +19,11 @@ class VisionTransformer(nn.Module):
 
   Apply as `model.apply({'params': params}, images_nhwc, train=False)`; pass rngs={'dropout': key}
   when training with dropout or stochastic depth.
+
+  token_head=True (class-token models only) adds 'aux_head', a linear head applied to every patch
+  token, so the model has dense outputs for token labeling (models/interface.py); with
+  return_dense=True it then returns a DenseOutput (no MixToken: its box is all zeros). The logits
+  stay the class token's either way.
   """
   num_classes: Optional[int]
   image_size: int
@@ -35,6 +40,8 @@ class VisionTransformer(nn.Module):
   gelu_approximate: bool = True
   layer_norm_epsilon: float = 1e-6
   head_bias_init: float = 0.0
+  token_head: bool = False
+  return_dense: bool = False
   dtype: Dtype = jnp.float32
   scan_layers: bool = False    # one scanned block with a leading `layers` axis (see models/stack.py)
   remat_policy: str = "none"   # none | full | save_dots | save_named
@@ -45,7 +52,7 @@ class VisionTransformer(nn.Module):
     return ModelInterface(
         pooling=self.classifier, class_token=self.classifier == "token",
         position_embedding="learned", representation_layer=self.representation_size is not None,
-        dense_outputs=False)
+        dense_outputs=self.token_head)
 
   def block_options(self) -> BlockOptions:
     return BlockOptions(
@@ -56,6 +63,12 @@ class VisionTransformer(nn.Module):
 
   def check_input(self, images: jax.Array) -> None:
     check_images(images, self.image_size, self.patch_size)
+    if self.token_head and (self.classifier != "token" or self.representation_size is not None):
+      raise ValueError("token_head=True needs classifier='token' and no representation layer (the "
+                       "per-token head reads the encoder's tokens as the class head reads its token)")
+    if self.return_dense and not self.token_head:
+      raise ValueError("return_dense=True needs token_head=True: without it there are no per-token "
+                       "logits")
 
   def embed_patches(self, images: jax.Array) -> jax.Array:
     x = nn.Conv(
@@ -85,6 +98,7 @@ class VisionTransformer(nn.Module):
         scan_layers=self.scan_layers, remat_policy=self.remat_policy,
         name="Transformer")(x, deterministic=not train)
     self.sow("intermediates", "encoded", x)
+    tokens = x[:, 1:]
     x = x[:, 0] if self.classifier == "token" else jnp.mean(x, axis=1)
     if self.representation_size is not None:
       x = Dense(
@@ -98,11 +112,19 @@ class VisionTransformer(nn.Module):
     self.sow("intermediates", "head_input", x)
     if not self.num_classes:
       return x
-    x = Dense(
-        self.num_classes, dtype=self.dtype, name="head",
-        kernel_init=logical(nn.initializers.zeros, (head_in, "classes")),
-        bias_init=logical(nn.initializers.constant(self.head_bias_init), ("classes",)))(x)
-    return x.astype(jnp.float32)
+    def head(name, features):
+      return Dense(
+          self.num_classes, dtype=self.dtype, name=name,
+          kernel_init=logical(nn.initializers.zeros, (head_in, "classes")),
+          bias_init=logical(nn.initializers.constant(self.head_bias_init), ("classes",)))(features)
+
+    logits = head("head", x).astype(jnp.float32)
+    if not self.token_head:
+      return logits
+    token_logits = head("aux_head", tokens).astype(jnp.float32)
+    if self.return_dense:
+      return DenseOutput(logits, token_logits, jnp.zeros((4,), jnp.int32))
+    return logits
 
 
 def _vit(hidden_size, mlp_dim, num_heads, num_layers, patch_size, **extra):

@@ -98,7 +98,8 @@ def _training_model(config: ml_collections.ConfigDict, model: nn.Module, loss_na
   if not model.interface.dense_outputs:
     raise ValueError(
         f"config.loss={loss_name!r} trains on per-token outputs, which {config.model_name} does not "
-        "have (ModelInterface.dense_outputs); use an LV-ViT model, or a classification loss")
+        "have (ModelInterface.dense_outputs); use an LV-ViT model, a ViT with config.model.token_head="
+        "True, or a classification loss")
   return model.clone(return_dense=True), losses.get_loss("softmax_xent")
 
 

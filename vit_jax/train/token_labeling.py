@@ -18,7 +18,8 @@ from typing import NamedTuple, Union
 import jax
 import jax.numpy as jnp
 
-from vit_jax.models.lvvit import DenseOutput, mixtoken_lam
+from vit_jax.models.interface import DenseOutput
+from vit_jax.models.lvvit import mixtoken_lam
 from vit_jax.train.losses import register_dense_loss
 
 # Train-batch entries of token labeling: the top-k logits (B, K, H', W') and class ids of the stored
