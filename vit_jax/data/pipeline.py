@@ -24,6 +24,7 @@ _SHUFFLE_SALT = 0x5EED5  # Keeps the shuffle order and the augmentation draws in
 _AUGMENT_SALT = 0xA46
 _MIX_SALT = 0x313C
 _EVAL_SALT = 0xE7A1
+EXAMPLE_KEY = "example_key"  # Eval batches with keys=True: each example's key in its source.
 _SEED = "_seed"  # Per-example seed, carried from the decoding ops to the rest of the pipeline.
 
 
@@ -102,24 +103,27 @@ def _read(source: Source, split: str, process_index: int, process_count: int) ->
 
 def _preprocessed(examples: tf.data.Dataset, preprocess: pp.Preprocess, source: Source,
                   data_config: ml_collections.ConfigDict, base_seed: tf.Tensor, *,
-                  mask: bool = False) -> tf.data.Dataset:
+                  mask: bool = False, keys: bool = False) -> tf.data.Dataset:
   """Runs the pipeline string on examples, example i seeded by fold_in(base_seed, index).
 
   Images decoded in memory cannot fail to decode: they take one map (per-example map calls
   dominate the cost of small images) to {'image', 'label'}. Encoded images run their decoding ops
-  guarded, giving {'image', 'label', guard.KEY, guard.OK}. `mask` adds 'mask' = 1.
+  guarded, giving {'image', 'label', guard.KEY, guard.OK}. `mask` adds 'mask' = 1; `keys` adds
+  EXAMPLE_KEY, the source's key of the example.
   """
-  def outputs(out):
+  def outputs(out, key):
     if "label" not in out:
       raise ValueError(f"Pipeline {preprocess.spec!r} leaves no 'label' (multi-label sources need "
                        "multi_hot to turn 'labels' into targets).")
     extra = {"mask": tf.constant(1.0, tf.float32)} if mask else {}
+    if keys:
+      extra[EXAMPLE_KEY] = key
     return {"image": out["image"], "label": out["label"], **extra}
 
   seed_of = example_seeds(base_seed)
 
   if not _encoded(examples):
-    ds = examples.map(lambda ex: outputs(preprocess(ex, seed_of(ex))),
+    ds = examples.map(lambda ex: outputs(preprocess(ex, seed_of(ex)), ex[guard.KEY]),
                       num_parallel_calls=_parallel_calls(data_config))
   else:
     if not preprocess.num_decoding_ops:
@@ -131,7 +135,7 @@ def _preprocessed(examples: tf.data.Dataset, preprocess: pp.Preprocess, source: 
       return {**preprocess.decoding_part(ex, example_seed), _SEED: example_seed}
 
     ds = guard.guarded_map(examples, decoding, parallelism=data_config.threads)
-    rest = lambda ex: outputs(preprocess.rest(ex, ex[_SEED]))  # noqa: E731
+    rest = lambda ex: outputs(preprocess.rest(ex, ex[_SEED]), ex[guard.KEY])  # noqa: E731
     ds = ds.map(guard.unless_bad(rest, ds), num_parallel_calls=_parallel_calls(data_config))
   _check_output(ds.element_spec, preprocess, source)
   return ds
@@ -271,7 +275,7 @@ def train_batches(data_config: ml_collections.ConfigDict, *, source: Optional[So
 
 def eval_batches(data_config: ml_collections.ConfigDict, *, source: Optional[Source] = None,
                  split: Optional[str] = None, batch_size: int, image_size: int,
-                 process_index: int = 0, process_count: int = 1) -> Batches:
+                 process_index: int = 0, process_count: int = 1, keys: bool = False) -> Batches:
   """Yields one pass over this process's shard of `split`, preprocessed, padded to full batches.
 
   Every readable example appears exactly once over all processes; all processes yield the same
@@ -286,6 +290,7 @@ def eval_batches(data_config: ml_collections.ConfigDict, *, source: Optional[Sou
     image_size: output side length of the default pipeline.
     process_index: this process's index.
     process_count: number of processes reading the split.
+    keys: also yield EXAMPLE_KEY, each example's key in its source ('' for padding).
 
   Returns:
     An iterator (guard.Batches) of {'image': float32 (local_batch, H, W, 3), 'label', 'mask'}.
@@ -301,7 +306,7 @@ def eval_batches(data_config: ml_collections.ConfigDict, *, source: Optional[Sou
 
   examples = _read(source, split, process_index, process_count)
   eval_seed = tf.constant([0, _EVAL_SALT], tf.int64)  # For random ops in an eval pipeline.
-  ds = _preprocessed(examples, preprocess, source, data_config, eval_seed, mask=True)
+  ds = _preprocessed(examples, preprocess, source, data_config, eval_seed, mask=True, keys=keys)
   guarded = _encoded(examples)
   padding = {k: guard.placeholder(s) for k, s in ds.element_spec.items()}
   padding["mask"] = tf.constant(0.0, tf.float32)
