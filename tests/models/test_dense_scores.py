@@ -26,7 +26,7 @@ def test_the_mean_of_a_pooled_models_map_is_its_logits(name, fields, grid):
   model = create_model(name, num_classes=7, **fields)
   images = jax.random.normal(jax.random.key(2), (2, model.image_size, model.image_size, 3))
   variables = random_variables(model, images)
-  scores = jax.jit(lambda v, x: dense_logits(model, v, x))(variables, images)
+  scores = dense_logits(model, variables, images)
   assert scores.shape == (2, *grid, 7)
   np.testing.assert_allclose(jnp.mean(scores, axis=(1, 2)), model.apply(variables, images),
                              atol=2e-5, rtol=1e-5)
