@@ -4,7 +4,6 @@ resumes to the same maps; a teacher that is not the config's model is refused na
 import os
 import pathlib
 
-import jax
 import numpy as np
 import pytest
 
@@ -14,6 +13,8 @@ from vit_jax.data import pipeline, score_maps, sources
 from vit_jax.models.dense_scores import dense_logits, top_k_maps
 from vit_jax.token_labels import annotate
 from vit_jax.train.loop import setup
+
+from .states import random_state
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -31,10 +32,7 @@ def teacher(tmp_path_factory):
   """A workdir holding a ViT-micro/4 state for the digits (random weights, head included)."""
   config = digits_config()
   s = setup(config, sources.get_source(config.data))
-  rng = np.random.default_rng(0)
-  state = jax.tree.map(lambda leaf: jax.device_put(
-      (0.3 * rng.normal(size=leaf.shape)).astype(leaf.dtype) if leaf.dtype == np.float32
-      else np.zeros(leaf.shape, leaf.dtype), leaf.sharding), s.abstract_state)
+  state = random_state(s.abstract_state, scale=0.3)
   workdir = tmp_path_factory.mktemp("teacher")
   with checkpoint.Checkpointer(workdir / checkpoint.CHECKPOINT_SUBDIR) as ckpt:
     ckpt.save(1, state, {"data_position": 0}, force=True)

@@ -110,13 +110,12 @@ def vit_token_label_config(**loss_options):
   return config
 
 
-def test_a_dense_loss_trains_the_model_on_its_dense_outputs_and_evaluates_its_logits(
-    make_config=lvvit_token_label_config):
+def test_a_dense_loss_trains_the_model_on_its_dense_outputs_and_evaluates_its_logits():
   """config.loss='token_label': the step's loss is the registered loss of the model's DenseOutput
   and the batch's score maps; evaluation scores the plain logits. (LV-ViT-test; a ViT's token head
   gives the same DenseOutput, tests/models/test_vit.py, and Setup accepts it, below.)"""
   from vit_jax.train import token_labeling as tl  # pylint: disable=import-outside-toplevel
-  config = make_config(dense_weight=0.7)
+  config = lvvit_token_label_config(dense_weight=0.7)
   setup = build.setup(config, num_classes=10, train_examples=16)
   rng = np.random.RandomState(0)
   batch = {"image": rng.normal(size=(8, 32, 32, 3)).astype(np.float32),

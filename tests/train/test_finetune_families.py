@@ -10,8 +10,6 @@ import os
 import pathlib
 import sys
 
-import jax
-import numpy as np
 import pytest
 
 from vit_jax import checkpoint
@@ -20,6 +18,7 @@ from vit_jax.data import sources
 from vit_jax.train.loop import setup
 
 from .. import processes
+from ..states import random_state
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 # config argument -> (pretraining resolution, whether a learned position table is resized)
@@ -31,19 +30,6 @@ FAMILIES = {
     "configs/t2t.py:test": (32, False),   # sinusoid positions: recomputed, nothing to resize
     "configs/lvvit.py:test": (32, True),
 }
-
-
-def random_state(abstract_state, seed=0):
-  """A state of abstract_state's shapes, dtypes and shardings: small normal floats, zero integers."""
-  rng = np.random.default_rng(seed)
-
-  def fill(leaf):
-    if np.issubdtype(leaf.dtype, np.floating):
-      value = rng.normal(0.0, 0.02, leaf.shape).astype(leaf.dtype)
-    else:
-      value = np.zeros(leaf.shape, leaf.dtype)
-    return jax.device_put(value, leaf.sharding)
-  return jax.tree.map(fill, abstract_state)
 
 
 @pytest.mark.parametrize("config_arg", FAMILIES)
