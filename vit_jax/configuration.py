@@ -41,6 +41,9 @@ def data_config() -> ml_collections.ConfigDict:
       "pp_train": "",
       "pp_eval": "",
       "pp_batch": "",       # Train batch ops, e.g. 'mixup(0.2)' or 'cutmix(1.0)'; seeds: (seed, step).
+      # A teacher's score maps of the train split (python -m vit_jax.token_labels): train batches
+      # then carry each example's map and crop, for config.loss='token_label'.
+      "score_maps": "",
       "shuffle_buffer": 10_000,  # Train shuffle buffer (encoded examples) per process.
       # False: each process reads its own share of the train split (scales to JFT). True: every
       # process reads the whole split in one global order and decodes only its slice of each

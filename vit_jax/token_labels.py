@@ -50,9 +50,8 @@ def annotate(config, teacher: str, output: str, *, top_k: int = 5, grid=None, sh
   score = jax.jit(lambda v, x: top_k_maps(dense_logits(model, v, x), top_k, grid))
   probe, _ = jax.eval_shape(score, variables, jax.ShapeDtypeStruct((1, size, size, 3), np.float32))
   shards = -(-shards // process_count) * process_count
-  name = config.data.source + (f":{config.data.name}" if config.data.name else "")
   manifest = score_maps.Manifest(
-      source=name, split=split, num_classes=source.num_classes, top_k=top_k,
+      source=score_maps.source_name(config.data), split=split, num_classes=source.num_classes, top_k=top_k,
       grid=tuple(probe.shape[2:]), examples=source.num_examples(split), shards=shards,
       teacher=str(teacher))
   score_maps.start(output, manifest)

@@ -330,3 +330,11 @@ def test_example_seeds_are_tf_fold_in_of_the_example_index():
     np.testing.assert_array_equal(
         seed_of({"index": tf.constant(index, tf.int64)}).numpy(),
         tf.random.experimental.stateless_fold_in(base, tf.constant(index, tf.int64)).numpy())
+
+
+def test_score_maps_refuse_batch_ops_that_mix_images():
+  data = configuration.data_config()
+  data.update(pp_train="decode", pp_batch="cutmix(1.0)", score_maps="maps/teacher")
+  with pytest.raises(ValueError, match=r"mixes images \(cutmix\), which their score maps cannot "
+                                       r"follow: token labeling mixes with MixToken"):
+    pipeline.train_batches(data, batch_size=8, image_size=8, seed=0)

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from vit_jax.data import score_maps
+from vit_jax.data import batch_keys, score_maps
 
 MANIFEST = score_maps.Manifest(source="digits", split="train", num_classes=10, top_k=3, grid=(4, 4),
                                examples=7, shards=3, teacher="workdir/default/pretrain")
@@ -93,3 +93,37 @@ def test_a_directory_without_maps_or_with_a_broken_manifest_says_so(tmp_path):
 def test_many_classes_keep_int32_ids():
   assert dataclasses.replace(MANIFEST, num_classes=21843).index_dtype() == np.int16
   assert dataclasses.replace(MANIFEST, num_classes=40000).index_dtype() == np.int32
+
+
+def test_a_train_batch_is_joined_with_its_maps_mirrored_with_its_images(tmp_path):
+  """A mirrored image takes its map mirrored (W axis) and its box described in the mirrored source:
+  the convention of the official code, which flips the source and its map before cropping."""
+  write_all(tmp_path)
+  maps = score_maps.load(str(tmp_path))
+  keys = [b"digits/train#5", b"digits/train#0"]
+  box = np.array([[0.1, 0.2, 0.5, 0.3]] * 2, np.float32)
+  batch = {"image": np.zeros((2, 4, 4, 3)), "label": np.array([5, 0]),
+           score_maps.EXAMPLE_KEY: np.array(keys, object), batch_keys.BOX: box,
+           batch_keys.FLIPPED: np.array([True, False])}
+  joined = score_maps.join(batch, maps)
+  assert set(joined) == {"image", "label", score_maps.SCORE_VALUES, score_maps.SCORE_INDICES,
+                         score_maps.CROP}
+  values, indices = maps.lookup(["digits/train#5", "digits/train#0"])
+  np.testing.assert_array_equal(joined[score_maps.SCORE_VALUES][0], values[0][..., ::-1])
+  np.testing.assert_array_equal(joined[score_maps.SCORE_INDICES][0], indices[0][..., ::-1])
+  np.testing.assert_array_equal(joined[score_maps.SCORE_VALUES][1], values[1])
+  np.testing.assert_allclose(joined[score_maps.CROP], [[0.1, 0.5, 0.5, 0.3], [0.1, 0.2, 0.5, 0.3]])
+
+
+def test_joining_an_example_without_a_map_is_an_error_naming_it(tmp_path):
+  write_all(tmp_path)
+  batch = {score_maps.EXAMPLE_KEY: np.array([b"digits/train#9"], object),
+           batch_keys.BOX: np.zeros((1, 4), np.float32), batch_keys.FLIPPED: np.zeros(1, bool)}
+  with pytest.raises(score_maps.ScoreMapError, match="no score map for example 'digits/train#9'"):
+    score_maps.join(batch, score_maps.load(str(tmp_path)))
+
+
+def test_flip_first_crop_mirrors_the_box_of_mirrored_images():
+  box = np.array([[0.1, 0.2, 0.5, 0.3], [0.1, 0.2, 0.5, 0.3]])
+  np.testing.assert_allclose(score_maps.flip_first_crop(box, [False, True]),
+                             [[0.1, 0.2, 0.5, 0.3], [0.1, 0.5, 0.5, 0.3]])

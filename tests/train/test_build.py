@@ -159,6 +159,14 @@ def test_a_dense_loss_for_a_model_without_dense_outputs_is_an_error_naming_both(
     build.setup(config, num_classes=10, train_examples=640)
 
 
+def test_score_maps_without_a_loss_that_reads_them_are_an_error():
+  config = tiny_config()
+  config.data.score_maps = "maps/teacher"
+  with pytest.raises(ValueError, match=r"data.score_maps is set, but config.loss='softmax_xent' does not "
+                                       r"read score maps"):
+    build.setup(config, num_classes=10, train_examples=640)
+
+
 def test_a_loss_option_the_loss_does_not_take_is_an_error_naming_it():
   with pytest.raises(ValueError, match=r"config.loss_options.dense_wieght: loss 'token_label' takes "
                                        r"no such option; it takes dense_weight, cls_weight"):

@@ -12,6 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from vit_jax import configuration
+from vit_jax.data import batch_keys, pipeline, score_maps
+from vit_jax.data.sources import ArraySource
 from vit_jax.models import create_model
 from vit_jax.models.interface import DenseOutput
 from vit_jax.train import losses
@@ -141,21 +144,28 @@ def test_lvvit_with_mixtoken_trains_on_token_labels():
   assert np.abs(grads["aux_head"]["kernel"]).max() > 0
 
 
-def official_batch(official):
-  """A train batch carrying the fixture's score maps, crops and labels as the trainer's entries."""
-  maps = tl.unpack_official(jnp.asarray(official["label_maps_topk"]))
-  return {"label": maps.ground_truth, tl.SCORE_VALUES: maps.values, tl.SCORE_INDICES: maps.indices,
-          tl.CROP: maps.crop}
+def official_batch(official, directory):
+  """The train batch the pipeline makes from the fixture's maps stored as score-map shards and its
+  crops (unmirrored), joined by example key as in training."""
+  maps = tl.unpack_official(np.asarray(official["label_maps_topk"]))
+  manifest = score_maps.Manifest(source="fixture", split="train", num_classes=10, top_k=5,
+                                 grid=(6, 6), examples=2, shards=1, value_dtype="float32")
+  score_maps.start(str(directory), manifest)
+  score_maps.write_shard(str(directory), manifest, 0, ["a", "b"], maps.values, maps.indices)
+  batch = {"label": maps.ground_truth, score_maps.EXAMPLE_KEY: np.array([b"a", b"b"], object),
+           batch_keys.BOX: maps.crop, batch_keys.FLIPPED: np.zeros(2, bool)}
+  return score_maps.join(batch, score_maps.load(str(directory)))
 
 
 @pytest.mark.parametrize("box, expected", [((0, 0, 0, 0), "loss_dense0p5_nomix"),
                                            ((1, 0, 3, 2), "loss_dense0p5_mixbox_1_0_3_2")])
 def test_the_registered_loss_on_a_batch_of_the_official_maps_gives_the_official_loss(
-    official, box, expected):
+    official, box, expected, tmp_path):
   loss_fn = losses.get_loss("token_label")
   assert losses.takes_dense_outputs(loss_fn)
   output = DenseOutput(official["out_cls"], official["out_aux"], jnp.array(box))
-  per_example = jax.jit(lambda o, b: loss_fn(o, b, label_smoothing=0.1))(output, official_batch(official))
+  batch = official_batch(official, tmp_path)
+  per_example = jax.jit(lambda o, b: loss_fn(o, b, label_smoothing=0.1))(output, batch)
   assert per_example.shape == (2,)
   np.testing.assert_allclose(jnp.mean(per_example), official[expected], rtol=1e-6)
 
@@ -164,3 +174,50 @@ def test_a_batch_without_score_maps_is_an_error_naming_what_is_missing(official)
   output = DenseOutput(official["out_cls"], official["out_aux"], jnp.zeros(4, jnp.int32))
   with pytest.raises(ValueError, match=r"score maps in the train batch, which has no \['score_values'"):
     losses.get_loss("token_label")(output, {"label": jnp.zeros(2, jnp.int32)}, label_smoothing=0.1)
+
+
+def test_a_mirrored_images_dense_targets_are_its_unmirrored_targets_mirrored(official, tmp_path):
+  batch = official_batch(official, tmp_path)
+  mirrored = dict(batch)  # what the join makes of the same crops shown mirrored
+  mirrored[tl.SCORE_VALUES] = batch[tl.SCORE_VALUES][..., ::-1]
+  mirrored[tl.SCORE_INDICES] = batch[tl.SCORE_INDICES][..., ::-1]
+  mirrored[tl.CROP] = score_maps.flip_first_crop(batch[tl.CROP], [True, True])
+
+  def dense(b):
+    maps = tl.ScoreMaps(b[tl.SCORE_VALUES], b[tl.SCORE_INDICES], b[tl.CROP], b["label"])
+    return tl.token_label_targets(maps, num_classes=10, label_size=4,
+                                  official_box_order=False).dense.reshape(2, 4, 4, 10)
+  np.testing.assert_allclose(dense(mirrored), dense(batch)[:, :, ::-1], atol=1e-6)
+
+
+def test_dense_targets_follow_the_pipelines_crops_and_flips(tmp_path):
+  """Images whose red channel is 4 x (source column) and green 4 x (source row), and a map whose top
+  class at cell (i, j) of its 8x8 grid is 8 i + j: through the train pipeline (random crops and
+  flips) and the loss's targets, every token's target class names the source cell that the token's
+  pixels show."""
+  n = 16
+  rows, cols = np.meshgrid(np.arange(32), np.arange(32), indexing="ij")
+  image = np.stack([4 * cols, 4 * rows, np.zeros_like(rows)], axis=-1).astype(np.uint8)
+  source = ArraySource("ramp", np.repeat(image[None], n, axis=0), np.zeros(n, np.int32), 64,
+                       {"train": np.arange(n)})
+  manifest = score_maps.Manifest(source="ramp", split="train", num_classes=64, top_k=1, grid=(8, 8),
+                                 examples=n, shards=1)
+  score_maps.start(str(tmp_path), manifest)
+  cells = (8 * np.arange(8)[:, None] + np.arange(8)[None, :])[None, None]  # (1, 1, 8, 8)
+  score_maps.write_shard(str(tmp_path), manifest, 0, [f"ramp/train#{i}" for i in range(n)],
+                         np.full((n, 1, 8, 8), 10.0), np.repeat(cells, n, axis=0))
+  data = configuration.data_config()
+  data.update(source="ramp", pp_train="decode", score_maps=str(tmp_path),
+              pp_batch="inception_crop(16, area_min=0.2)|flip_lr")
+  batch = next(pipeline.train_batches(data, source=source, batch_size=n, image_size=16, seed=3))
+  maps = tl.ScoreMaps(batch[tl.SCORE_VALUES], batch[tl.SCORE_INDICES], batch[tl.CROP], batch["label"])
+  dense = tl.token_label_targets(maps, num_classes=64, label_size=4, smoothing=0.0,
+                                 official_box_order=False).dense
+  target_cell = np.argmax(dense, axis=-1).reshape(n, 4, 4)
+  target_row, target_col = (target_cell // 8 + 0.5) * 4, (target_cell % 8 + 0.5) * 4  # in pixels
+  shown = batch["image"].reshape(n, 4, 4, 4, 4, 3).mean(axis=(2, 4)) / 4  # each token's mean pixel
+  mirrored = shown[:, 0, 0, 0] > shown[:, 0, -1, 0]
+  assert 0 < mirrored.sum() < n
+  # Within a map cell and a half (4 px cells; a wrong flip is off by up to 28 px).
+  assert np.abs(shown[..., 0] - target_col).max() <= 3.0
+  assert np.abs(shown[..., 1] - target_row).max() <= 3.0

@@ -75,21 +75,37 @@ def _own_rows(draw: tf.Tensor, batch_size, rows) -> tf.Tensor:
   return draw[rows[0]:rows[0] + batch_size] if rows else draw
 
 
+def inception_crop_boxes(images: tf.Tensor, area_range=AREA_RANGE, aspect_range=ASPECT_RANGE, *,
+                         seed, rows: Optional[Rows] = None) -> Box:
+  """The boxes inception_crop cuts out of a (B, H, W, C) batch (`rows` as there)."""
+  shape = tf.shape(images)
+  box = sample_boxes(_rows_to_draw(shape[0], rows), shape[1], shape[2], area_range, aspect_range,
+                     seed=seed)
+  return tuple(_own_rows(d, shape[0], rows) for d in box)
+
+
 def inception_crop(images: tf.Tensor, size: int, area_range=AREA_RANGE, aspect_range=ASPECT_RANGE,
                    *, seed, rows: Optional[Rows] = None) -> tf.Tensor:
   """Random resized crop of every image of a (B, H, W, C) batch: float32 (B, size, size, C).
 
   `rows` = (first row, global batch size): the batch is those rows of the global batch.
   """
-  shape = tf.shape(images)
-  box = sample_boxes(_rows_to_draw(shape[0], rows), shape[1], shape[2], area_range, aspect_range,
-                     seed=seed)
-  return crop_and_resize(images, tuple(_own_rows(d, shape[0], rows) for d in box), size)
+  box = inception_crop_boxes(images, area_range, aspect_range, seed=seed, rows=rows)
+  return crop_and_resize(images, box, size)
+
+
+def flip_decisions(images: tf.Tensor, *, seed, rows: Optional[Rows] = None) -> tf.Tensor:
+  """(B,) bool: which images of the batch flip_lr mirrors (`rows` as for inception_crop)."""
+  batch_size = tf.shape(images)[0]
+  flip = tf.random.stateless_uniform([_rows_to_draw(batch_size, rows)], seed) < 0.5
+  return _own_rows(flip, batch_size, rows)
 
 
 def flip_lr(images: tf.Tensor, *, seed, rows: Optional[Rows] = None) -> tf.Tensor:
   """Mirrors each image of a batch left-right with probability 1/2 (`rows` as for inception_crop)."""
-  batch_size = tf.shape(images)[0]
-  flip = tf.random.stateless_uniform([_rows_to_draw(batch_size, rows)], seed) < 0.5
-  flip = _own_rows(flip, batch_size, rows)
-  return tf.where(flip[:, None, None, None], tf.reverse(images, [2]), images)
+  return mirror(images, flip_decisions(images, seed=seed, rows=rows))
+
+
+def mirror(images: tf.Tensor, mirrored: tf.Tensor) -> tf.Tensor:
+  """The (B, H, W, C) images mirrored left-right where the (B,) bool `mirrored` is set."""
+  return tf.where(mirrored[:, None, None, None], tf.reverse(images, [2]), images)

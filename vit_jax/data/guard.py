@@ -126,8 +126,10 @@ class Batches(Iterator[Dict[str, np.ndarray]]):
     skipped_keys: the first 1000 of their keys (file or record names).
   """
 
-  def __init__(self, ds: tf.data.Dataset, *, what: str, files: List[str], train: bool):
+  def __init__(self, ds: tf.data.Dataset, *, what: str, files: List[str], train: bool,
+               then: Optional[Callable[[Dict[str, np.ndarray]], Dict[str, np.ndarray]]] = None):
     self._it = ds.as_numpy_iterator()
+    self._then = then  # applied last to every batch (e.g. joining the batch with its score maps)
     self._what, self._files, self._train = what, files, train
     self.skipped, self.skipped_keys = 0, []
     self.readable = 0
@@ -159,7 +161,7 @@ class Batches(Iterator[Dict[str, np.ndarray]]):
                        f"(e.g. {bad[:3]}): the data is unreadable, or the pipeline's decode op "
                        "does not fit it.")
     self.readable += int(batch["mask"].sum()) if "mask" in batch else size - len(bad)
-    return batch
+    return self._then(batch) if self._then else batch
 
   def _read_error(self, error: tf.errors.OpError) -> Exception:
     """A clear error for a failed read: names the unreadable shard when one can be found."""

@@ -9,13 +9,15 @@ a pure function of (seed, step), mixup and cutmix included, so a checkpoint only
 resume it exactly. Examples are shuffled while still encoded and decoded afterwards by the pipeline
 string (see pp.py); undecodable examples are skipped and counted (see guard.py).
 """
+import dataclasses
 from typing import Optional
 
 import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from vit_jax.data import guard, pp
+from vit_jax import paths
+from vit_jax.data import batch_keys, geometry, guard, pp, score_maps
 from vit_jax.data.guard import Batches
 from vit_jax.data.sources import Source, get_source
 
@@ -24,7 +26,7 @@ _SHUFFLE_SALT = 0x5EED5  # Keeps the shuffle order and the augmentation draws in
 _AUGMENT_SALT = 0xA46
 _MIX_SALT = 0x313C
 _EVAL_SALT = 0xE7A1
-EXAMPLE_KEY = "example_key"  # Eval batches with keys=True: each example's key in its source.
+EXAMPLE_KEY = batch_keys.EXAMPLE_KEY  # Batches with keys=True: each example's key in its source.
 _SEED = "_seed"  # Per-example seed, carried from the decoding ops to the rest of the pipeline.
 
 
@@ -103,13 +105,15 @@ def _read(source: Source, split: str, process_index: int, process_count: int) ->
 
 def _preprocessed(examples: tf.data.Dataset, preprocess: pp.Preprocess, source: Source,
                   data_config: ml_collections.ConfigDict, base_seed: tf.Tensor, *,
-                  mask: bool = False, keys: bool = False) -> tf.data.Dataset:
+                  mask: bool = False, keys: bool = False,
+                  track_geometry: bool = False) -> tf.data.Dataset:
   """Runs the pipeline string on examples, example i seeded by fold_in(base_seed, index).
 
   Images decoded in memory cannot fail to decode: they take one map (per-example map calls
   dominate the cost of small images) to {'image', 'label'}. Encoded images run their decoding ops
   guarded, giving {'image', 'label', guard.KEY, guard.OK}. `mask` adds 'mask' = 1; `keys` adds
-  EXAMPLE_KEY, the source's key of the example.
+  EXAMPLE_KEY, the source's key of the example; `track_geometry` adds the crop box and flip of
+  the augmentation (geometry.BOX, geometry.FLIPPED).
   """
   def outputs(out, key):
     if "label" not in out:
@@ -118,9 +122,13 @@ def _preprocessed(examples: tf.data.Dataset, preprocess: pp.Preprocess, source: 
     extra = {"mask": tf.constant(1.0, tf.float32)} if mask else {}
     if keys:
       extra[EXAMPLE_KEY] = key
+    if track_geometry:
+      extra.update({geometry.BOX: out[geometry.BOX], geometry.FLIPPED: out[geometry.FLIPPED]})
     return {"image": out["image"], "label": out["label"], **extra}
 
   seed_of = example_seeds(base_seed)
+  if track_geometry:
+    preprocess = _tracking(preprocess)
 
   if not _encoded(examples):
     ds = examples.map(lambda ex: outputs(preprocess(ex, seed_of(ex)), ex[guard.KEY]),
@@ -139,6 +147,24 @@ def _preprocessed(examples: tf.data.Dataset, preprocess: pp.Preprocess, source: 
     ds = ds.map(guard.unless_bad(rest, ds), num_parallel_calls=_parallel_calls(data_config))
   _check_output(ds.element_spec, preprocess, source)
   return ds
+
+
+class _tracking:
+  """A pipeline whose examples start as the whole source image, so its crop and flip ops record
+  their geometry (geometry.start)."""
+
+  def __init__(self, preprocess: pp.Preprocess):
+    self._preprocess = preprocess
+    self.spec, self.num_decoding_ops = preprocess.spec, preprocess.num_decoding_ops
+
+  def __call__(self, example, seed=None):
+    return self._preprocess(geometry.start(example), seed)
+
+  def decoding_part(self, example, seed=None):
+    return self._preprocess.decoding_part(geometry.start(example), seed)
+
+  def rest(self, example, seed=None):
+    return self._preprocess.rest(example, seed)
 
 
 def _parallel_calls(data_config: ml_collections.ConfigDict) -> Optional[int]:
@@ -216,6 +242,11 @@ def train_batches(data_config: ml_collections.ConfigDict, *, source: Optional[So
     augment: crop ('inception' | 'resize'), area_min, flip, used when data_config.pp_train is
       empty; None: data_config.augment.
 
+  With data_config.score_maps (a directory of a teacher's maps for this split, see
+  data/score_maps.py), every batch also carries each example's map, mirrored with the image, and the
+  region of the source image it shows (score_maps.SCORE_VALUES, SCORE_INDICES, CROP): the token
+  labeling loss's inputs (train/token_labeling.py).
+
   Returns:
     An iterator (guard.Batches) of {'image': float32 (local_batch, H, W, 3), 'label': int32
     (local_batch,) or float32 (local_batch, num_classes)}; its `skipped` counts undecodable examples.
@@ -242,6 +273,7 @@ def train_batches(data_config: ml_collections.ConfigDict, *, source: Optional[So
           default_pp_train(augment, image_size, source.multi_label))
   preprocess = pp.build(spec, num_classes=source.num_classes)
   batch_ops = pp.build_batch(batch_spec, num_classes=source.num_classes)
+  maps = _score_maps(data_config, source, split, batch_spec)
   if start_step < 0:
     raise ValueError(f"start_step={start_step} must be >= 0.")
   first_epoch, offset = divmod(start_step, steps)
@@ -255,7 +287,8 @@ def train_batches(data_config: ml_collections.ConfigDict, *, source: Optional[So
     ds = ds.take(steps * read_per_step).skip(skip_steps * read_per_step)
     if read_per_step != local_batch:
       ds = slices_of_global_batches(ds, local_batch, process_index, process_count)
-    return _preprocessed(ds, preprocess, source, data_config, _epoch_seed(seed, _AUGMENT_SALT, e))
+    return _preprocessed(ds, preprocess, source, data_config, _epoch_seed(seed, _AUGMENT_SALT, e),
+                         keys=maps is not None, track_geometry=maps is not None)
 
   later = tf.data.Dataset.range(first_epoch + 1, np.iinfo(np.int64).max).flat_map(epoch)
   ds = epoch(first_epoch, offset).concatenate(later)
@@ -270,7 +303,26 @@ def train_batches(data_config: ml_collections.ConfigDict, *, source: Optional[So
         batch, tf.random.experimental.stateless_fold_in(mix_seed, step), rows))
   ds = ds.prefetch(data_config.prefetch).with_options(_options(data_config))
   what = _describe(source, split, process_index, process_count) + " in global order" * global_order
-  return Batches(ds, what=what, files=source.files(split, shard, shards), train=True)
+  return Batches(ds, what=what, files=source.files(split, shard, shards), train=True,
+                 then=None if maps is None else lambda batch: score_maps.join(batch, maps))
+
+
+def _score_maps(data_config: ml_collections.ConfigDict, source: Source, split: str,
+                batch_spec: str) -> Optional[score_maps.ScoreMaps]:
+  """The maps of data_config.score_maps for this split of this source, or None when it is empty."""
+  if not data_config.get("score_maps", ""):
+    return None
+  directory = paths.expand(data_config.score_maps)
+  mixing = [name for name, _, _ in pp.parse(batch_spec) if name in ("mixup", "cutmix")]
+  if mixing:
+    raise ValueError(f"data.pp_batch={batch_spec!r} mixes images ({mixing[0]}), which their score "
+                     "maps cannot follow: token labeling mixes with MixToken in the model; remove "
+                     f"{mixing[0]} from data.pp_batch")
+  found = score_maps.read_manifest(directory)
+  wanted = dataclasses.replace(
+      found, source=score_maps.source_name(data_config), split=split,
+      num_classes=source.num_classes, examples=source.num_examples(split))
+  return score_maps.load(directory, wanted)
 
 
 def eval_batches(data_config: ml_collections.ConfigDict, *, source: Optional[Source] = None,

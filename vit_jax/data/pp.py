@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
-from vit_jax.data import batch_augment, mixing, preprocess, randaugment
+from vit_jax.data import batch_augment, geometry, mixing, preprocess, randaugment
 
 Example = Dict[str, tf.Tensor]
 
@@ -180,16 +180,26 @@ def _decode_jpeg_and_inception_crop(size, area_min=preprocess.AREA_RANGE[0],
                                     area_max=preprocess.AREA_RANGE[1],
                                     aspect_min=preprocess.ASPECT_RANGE[0],
                                     aspect_max=preprocess.ASPECT_RANGE[1], key="image"):
-  return _on(key, lambda x, seed: preprocess.decode_jpeg_and_inception_crop(
-      x, size, (area_min, area_max), (aspect_min, aspect_max), seed=seed), seeded=True)
+  def op(example, seed):
+    image, begin, crop_size, shape = preprocess.decode_jpeg_and_inception_crop_box(
+        example[key], size, (area_min, area_max), (aspect_min, aspect_max), seed=seed)
+    return geometry.cropped({**example, key: image}, begin[0], begin[1], crop_size[0],
+                            crop_size[1], shape[0], shape[1])
+  return op
 
 
 @register_op("inception_crop", random=True)
 def _inception_crop(size, area_min=preprocess.AREA_RANGE[0], area_max=preprocess.AREA_RANGE[1],
                     aspect_min=preprocess.ASPECT_RANGE[0], aspect_max=preprocess.ASPECT_RANGE[1],
                     key="image"):
-  return _on(key, lambda x, seed: preprocess.inception_crop(
-      x, size, (area_min, area_max), (aspect_min, aspect_max), seed=seed), seeded=True)
+  def op(example, seed):
+    image = example[key]
+    shape = tf.shape(image)
+    begin, crop_size = preprocess.inception_crop_box(shape, (area_min, area_max),
+                                                     (aspect_min, aspect_max), seed=seed)
+    out = {**example, key: preprocess.crop_and_resize(image, begin, crop_size, size)}
+    return geometry.cropped(out, begin[0], begin[1], crop_size[0], crop_size[1], shape[0], shape[1])
+  return op
 
 
 @register_op("resize")
@@ -204,12 +214,23 @@ def _resize_small(size, key="image"):
 
 @register_op("central_crop")
 def _central_crop(size, key="image"):
-  return _on(key, lambda x: preprocess.central_crop(x, size))
+  def op(example, seed):
+    del seed
+    shape = tf.shape(example[key])
+    out = {**example, key: preprocess.central_crop(example[key], size)}
+    return geometry.cropped(out, (shape[0] - size) // 2, (shape[1] - size) // 2, size, size,
+                            shape[0], shape[1])
+  return op
 
 
 @register_op("flip_lr", random=True)
 def _flip_lr(key="image"):
-  return _on(key, preprocess.flip_lr, seeded=True)
+  def op(example, seed):
+    mirrored = preprocess.flip_lr_decision(seed)
+    image = example[key]
+    image = tf.cond(mirrored, lambda: tf.reverse(image, [1]), lambda: image)
+    return geometry.flipped({**example, key: image}, mirrored)
+  return op
 
 
 @register_op("randaug", random=True)
@@ -259,15 +280,22 @@ def _batch_inception_crop(size, area_min=preprocess.AREA_RANGE[0], area_max=prep
                           aspect_min=preprocess.ASPECT_RANGE[0],
                           aspect_max=preprocess.ASPECT_RANGE[1]):
   def op(batch, seed, rows):
-    return {**batch, "image": batch_augment.inception_crop(
-        batch["image"], size, (area_min, area_max), (aspect_min, aspect_max), seed=seed, rows=rows)}
+    images = batch["image"]
+    box = batch_augment.inception_crop_boxes(images, (area_min, area_max), (aspect_min, aspect_max),
+                                             seed=seed, rows=rows)
+    shape = tf.shape(images)
+    out = {**batch, "image": batch_augment.crop_and_resize(images, box, size)}
+    return geometry.cropped(out, *box, shape[1], shape[2])
   return op
 
 
 @register_batch_op("flip_lr")
 def _batch_flip_lr():
-  return lambda batch, seed, rows: {**batch, "image": batch_augment.flip_lr(
-      batch["image"], seed=seed, rows=rows)}
+  def op(batch, seed, rows):
+    mirrored = batch_augment.flip_decisions(batch["image"], seed=seed, rows=rows)
+    out = {**batch, "image": batch_augment.mirror(batch["image"], mirrored)}
+    return geometry.flipped(out, mirrored)
+  return op
 
 
 @register_batch_op("value_range")

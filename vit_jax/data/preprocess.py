@@ -75,8 +75,10 @@ def central_crop(image: tf.Tensor, size: int) -> tf.Tensor:
   return crop
 
 
-def _sample_crop_box(image_shape: tf.Tensor, area_range, aspect_range, seed):
-  """(begin, size) of a random box of the given area fraction and width/height ratio."""
+def inception_crop_box(image_shape: tf.Tensor, area_range: Tuple[float, float] = AREA_RANGE,
+                       aspect_range: Tuple[float, float] = ASPECT_RANGE, *, seed):
+  """(begin, size) of inception_crop's random box in an image of `image_shape` ([H, W, C] int32):
+  begin = [top, left, 0], size = [height, width, -1], as tf.slice takes them."""
   begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
       image_shape, bounding_boxes=tf.zeros([0, 0, 4], tf.float32), seed=seed,
       min_object_covered=0.0, aspect_ratio_range=aspect_range, area_range=area_range,
@@ -99,7 +101,12 @@ def inception_crop(image: tf.Tensor, size: int, area_range: Tuple[float, float] 
     The (size, size, C) crop in the dtype of `image`. When no box fits in 10 attempts the whole
     image is used (TF's sampler), as in the reference implementations.
   """
-  begin, crop_size = _sample_crop_box(tf.shape(image), area_range, aspect_range, seed)
+  begin, crop_size = inception_crop_box(tf.shape(image), area_range, aspect_range, seed=seed)
+  return crop_and_resize(image, begin, crop_size, size)
+
+
+def crop_and_resize(image: tf.Tensor, begin: tf.Tensor, crop_size: tf.Tensor, size: int) -> tf.Tensor:
+  """tf.slice(image, begin, crop_size) resized to (size, size)."""
   crop = tf.slice(image, begin, crop_size)
   crop.set_shape([None, None, image.shape[-1]])
   return resize(crop, size)
@@ -115,26 +122,43 @@ def decode_jpeg_and_inception_crop(data: tf.Tensor, size: int,
   inception_crop except for a few levels at the crop edges of chroma-subsampled JPEGs. Non-JPEG
   bytes and decoded images take the unfused path.
   """
+  return decode_jpeg_and_inception_crop_box(data, size, area_range, aspect_range, seed=seed)[0]
+
+
+def decode_jpeg_and_inception_crop_box(data: tf.Tensor, size: int,
+                                       area_range: Tuple[float, float] = AREA_RANGE,
+                                       aspect_range: Tuple[float, float] = ASPECT_RANGE, *, seed):
+  """(crop, begin, crop_size, decoded image shape) of decode_jpeg_and_inception_crop."""
   data = tf.convert_to_tensor(data)
+
+  def unfused():
+    image = decode(data)
+    shape = tf.shape(image)
+    begin, crop_size = inception_crop_box(shape, area_range, aspect_range, seed=seed)
+    return crop_and_resize(image, begin, crop_size, size), begin, crop_size, shape
+
   if data.dtype != tf.string:
-    return inception_crop(decode(data), size, area_range, aspect_range, seed=seed)
+    return unfused()
 
   def fused():
     shape = tf.io.extract_jpeg_shape(data)
-    begin, crop_size = _sample_crop_box(shape, area_range, aspect_range, seed)
+    begin, crop_size = inception_crop_box(shape, area_range, aspect_range, seed=seed)
     window = tf.stack([begin[0], begin[1], crop_size[0], crop_size[1]])
     crop = tf.io.decode_and_crop_jpeg(data, window, channels=3)
-    return resize(tf.ensure_shape(crop, [None, None, 3]), size)
-
-  def unfused():
-    return inception_crop(decode(data), size, area_range, aspect_range, seed=seed)
+    return resize(tf.ensure_shape(crop, [None, None, 3]), size), begin, crop_size, shape
 
   return tf.cond(tf.io.is_jpeg(data), fused, unfused)
 
 
+def flip_lr_decision(seed) -> tf.Tensor:
+  """Whether flip_lr with this `seed` mirrors (a bool scalar; tf.image's stateless draw)."""
+  return tf.random.stateless_uniform([], seed=seed, minval=0, maxval=1.0) < 0.5
+
+
 def flip_lr(image: tf.Tensor, seed) -> tf.Tensor:
-  """Mirrors (H, W, C) left-right with probability 1/2, decided by the stateless `seed`."""
-  return tf.image.stateless_random_flip_left_right(image, seed=seed)
+  """Mirrors (H, W, C) left-right with probability 1/2, decided by the stateless `seed`
+  (flip_lr_decision; the same draw as tf.image.stateless_random_flip_left_right)."""
+  return tf.cond(flip_lr_decision(seed), lambda: tf.reverse(image, [1]), lambda: image)
 
 
 def value_range(image: tf.Tensor, vmin: float = -1.0, vmax: float = 1.0,

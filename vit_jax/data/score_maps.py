@@ -6,12 +6,18 @@ A directory of maps made for one split of one source:
                                  grid, example and shard counts, teacher
   shard-00003-of-00016.npz       the maps of the examples that Source.read(split, 3, 16) yields:
                                    keys     (n,) the source's key of each example (str)
-                                   values   (n, K, H', W') float16 top-k logits per grid cell
+                                   values   (n, K, H', W') top-k logits per grid cell (float16)
                                    indices  (n, K, H', W') their class ids (int16, int32 beyond 32767)
 
 Each host writes the shards it reads. A shard file appears whole or not at all (written under a
 temporary name, then renamed), so a killed annotator leaves complete shards only and a rerun writes
 the missing ones; the maps of an example do not depend on which run wrote them.
+
+Training joins each train batch with its examples' maps (`join`): the batch then carries, besides
+'image' and 'label', SCORE_VALUES (B, K, H', W') and SCORE_INDICES (B, K, H', W') of each example's
+map and CROP (B, 4), the region the image shows, in the convention of the official token-labeling
+code: the source image and its map are mirrored first (the map's W axis) where the image was
+mirrored, and CROP = (top, left, height, width) as fractions of that source image.
 """
 import dataclasses
 import json
@@ -21,6 +27,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from vit_jax.data.batch_keys import BOX, CROP, EXAMPLE_KEY, FLIPPED, SCORE_INDICES, SCORE_VALUES
 MANIFEST = "manifest.json"
 FORMAT = 1
 
@@ -37,6 +44,7 @@ class Manifest:
   shards: int
   teacher: str = ""  # what made them (a checkpoint path), for the record
   format: int = FORMAT
+  value_dtype: str = "float16"  # of the stored logits, as the official maps ('float32' keeps all)
 
   def index_dtype(self) -> np.dtype:
     return np.dtype(np.int16 if self.num_classes <= np.iinfo(np.int16).max + 1 else np.int32)
@@ -105,7 +113,7 @@ def write_shard(directory: str, manifest: Manifest, shard: int, keys: Sequence[s
   path = os.path.join(directory, shard_name(shard, manifest.shards))
   temporary = f"{path}.tmp-{os.getpid()}"
   with open(temporary, "wb") as f:
-    np.savez(f, keys=np.asarray(keys, dtype=str), values=values.astype(np.float16),
+    np.savez(f, keys=np.asarray(keys, dtype=str), values=values.astype(manifest.value_dtype),
              indices=indices.astype(manifest.index_dtype()))
   os.replace(temporary, path)
   return path
@@ -115,7 +123,7 @@ def write_shard(directory: str, manifest: Manifest, shard: int, keys: Sequence[s
 class ScoreMaps:
   """All maps of a directory in memory, looked up by example key."""
   manifest: Manifest
-  values: np.ndarray    # (N, K, H', W') float16
+  values: np.ndarray    # (N, K, H', W') Manifest.value_dtype
   indices: np.ndarray   # (N, K, H', W')
   rows: dict[str, int]  # key -> row
 
@@ -128,6 +136,35 @@ class ScoreMaps:
       raise ScoreMapError(f"no score map for example {e.args[0]!r} of {self.manifest.source} "
                           f"{self.manifest.split}") from None
     return self.values[rows], self.indices[rows]
+
+
+def source_name(data_config) -> str:
+  """How manifests name the source of config.data: 'digits', 'tfds:cifar10', ..."""
+  return data_config.source + (f":{data_config.name}" if data_config.name else "")
+
+
+def flip_first_crop(box: np.ndarray, mirrored) -> np.ndarray:
+  """(B, 4) boxes of flip-then-crop: the same images as crop-then-flip with `box` (data/geometry.py),
+  described as the official token-labeling code does (the source and its map mirrored first, then
+  cropped): the box mirrored where `mirrored`."""
+  box = np.array(box, np.float32)
+  mirrored = np.asarray(mirrored, bool)
+  box[mirrored, 1] = 1.0 - box[mirrored, 1] - box[mirrored, 3]
+  return box
+
+
+def join(batch: dict, maps: "ScoreMaps") -> dict:
+  """A train batch that carries EXAMPLE_KEY and its augmentation's geometry (BOX, FLIPPED) -> the
+  batch with its examples' maps and crops (SCORE_VALUES, SCORE_INDICES, CROP; see the module doc)
+  instead. An example without maps is an error naming it."""
+  batch = dict(batch)
+  keys = [key.decode() if isinstance(key, bytes) else str(key) for key in batch.pop(EXAMPLE_KEY)]
+  box, mirrored = batch.pop(BOX), np.asarray(batch.pop(FLIPPED), bool)
+  values, indices = maps.lookup(keys)
+  batch[SCORE_VALUES] = np.where(mirrored[:, None, None, None], values[..., ::-1], values)
+  batch[SCORE_INDICES] = np.where(mirrored[:, None, None, None], indices[..., ::-1], indices)
+  batch[CROP] = flip_first_crop(box, mirrored)
+  return batch
 
 
 def load(directory: str, wanted: Optional[Manifest] = None) -> ScoreMaps:

@@ -94,6 +94,10 @@ def _training_model(config: ml_collections.ConfigDict, model: nn.Module, loss_na
   """(the model the train step applies, the loss the eval step sums): the model itself and its loss,
   or, for a dense loss, the model returning its dense outputs and softmax_xent on its plain logits."""
   if not losses.takes_dense_outputs(loss_fn):
+    if config.data.get("score_maps", ""):
+      raise ValueError(
+          f"config.data.score_maps is set, but config.loss={loss_name!r} does not read score maps: "
+          "set config.loss='token_label', or clear data.score_maps")
     return model, loss_fn
   if not model.interface.dense_outputs:
     raise ValueError(

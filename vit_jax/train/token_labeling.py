@@ -7,9 +7,11 @@ for the class token, softmaxed and label-smoothed (docs/architectures.md#token-l
 pairs them with LVViT's DenseOutput (models/lvvit.py), whose MixToken box mixes the class target.
 Everything here is jnp and jittable, so it can run inside the train step on the batch's devices.
 
-`config.loss='token_label'` trains with it: the train batch carries each image's stored map
-(SCORE_VALUES, SCORE_INDICES) and the crop it was cut with (CROP) besides 'image' and 'label', and
-the targets are built from them inside the step.
+`config.loss='token_label'` trains with it: with config.data.score_maps set, the train batch
+carries each image's stored map (SCORE_VALUES, SCORE_INDICES: the top-k logits (B, K, H', W') and
+their class ids) and the crop it shows (CROP (B, 4): top/H, left/W, height/H, width/W of the source
+image, mirrored first with its map where the image was mirrored; data/score_maps.join) besides
+'image' and 'label', and the targets are built from them inside the step.
 """
 import dataclasses
 import math
@@ -18,13 +20,10 @@ from typing import NamedTuple, Union
 import jax
 import jax.numpy as jnp
 
+from vit_jax.data.batch_keys import CROP, SCORE_INDICES, SCORE_VALUES
 from vit_jax.models.interface import DenseOutput
 from vit_jax.models.lvvit import mixtoken_lam
 from vit_jax.train.losses import register_dense_loss
-
-# Train-batch entries of token labeling: the top-k logits (B, K, H', W') and class ids of the stored
-# score map, and the crop box (B, 4) as (top/H, left/W, height/H, width/W) of the original image.
-SCORE_VALUES, SCORE_INDICES, CROP = "score_values", "score_indices", "crop"
 
 
 class TokenLabelTargets(NamedTuple):
@@ -199,8 +198,8 @@ def token_label_loss(output: DenseOutput, batch: dict[str, jax.Array], *, label_
   if missing:
     raise ValueError(
         f"config.loss='token_label' needs score maps in the train batch, which has no {missing}: "
-        "annotate the train split with a teacher (python -m vit_jax.token_labels) and point the "
-        "data config at its maps")
+        "annotate the train split with a teacher (python -m vit_jax.token_labels) and set "
+        "config.data.score_maps to their directory")
   _, tokens, num_classes = output.token_logits.shape
   label_size = math.isqrt(tokens)
   if label_size * label_size != tokens:
