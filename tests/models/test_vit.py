@@ -171,8 +171,54 @@ def test_a_token_head_gives_per_token_logits_and_leaves_the_logits_the_class_tok
 
 @pytest.mark.parametrize("fields, problem", [
     (dict(token_head=True, classifier="gap"), "token_head=True needs classifier='token'"),
-    (dict(return_dense=True), "return_dense=True needs token_head=True")])
+    (dict(return_dense=True), "return_dense=True needs token_head=True or masked_patch_prediction"),
+    (dict(token_head=True, masked_patch_prediction=True), "both define what return_dense=True")])
 def test_dense_outputs_without_a_class_token_or_a_token_head_are_refused(fields, problem):
   model = create_model("ViT-micro/4", num_classes=5, **fields)
   with pytest.raises(ValueError, match=problem):
     model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
+
+
+def test_masked_patch_prediction_adds_a_mask_embedding_and_a_colour_head_and_nothing_else():
+  plain, plain_params, images = init_micro()
+  model, params, _ = init_micro(masked_patch_prediction=True)
+  assert model.interface.masked_patch_prediction and not plain.interface.masked_patch_prediction
+  assert set(params) - set(plain_params) == {"mask_embedding", "mpp_head"}
+  assert params["mask_embedding"].shape == (32,) and params["mpp_head"]["kernel"].shape == (32, 512)
+  without = {k: v for k, v in params.items() if k not in ("mask_embedding", "mpp_head")}
+  params["head"]["kernel"] = jax.random.normal(jax.random.key(3), (32, 5))
+  np.testing.assert_array_equal(model.apply({"params": params}, images),  # nothing corrupted
+                                plain.apply({"params": without}, images))
+  scanned = create_model("ViT-micro/4", num_classes=5, masked_patch_prediction=True,
+                         scan_layers=True, classifier="gap", return_dense=True)
+  output = jax.eval_shape(lambda: scanned.init_with_output(
+      {"params": jax.random.key(0), "dropout": jax.random.key(1)}, images, train=True)[0])
+  assert output.patch_logits.shape == (3, 16, 512) and output.corrupted.shape == (3, 16)
+
+
+def test_masked_patch_prediction_corrupts_the_patch_embeddings_before_the_class_token_and_positions():
+  """The encoder's input is [cls] + the corrupted patch embeddings (it adds the position table
+  itself); the output carries a colour prediction per patch token and which patches were corrupted."""
+  model, params, images = init_micro(masked_patch_prediction=True)
+  seen = {}
+
+  def record_encoder_input(next_fun, args, kwargs, context):
+    if context.method_name == "__call__" and context.module.name == "Transformer":
+      seen["input"] = args[0]
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(record_encoder_input):
+    output, state = model.clone(return_dense=True).apply(
+        {"params": params}, images, train=True, rngs={"dropout": jax.random.key(5)},
+        mutable=["intermediates"])
+  patches = np.asarray(state["intermediates"]["stem_output"][0])
+  encoder_in, corrupted = np.asarray(seen["input"]), np.asarray(output.corrupted)
+  np.testing.assert_array_equal(encoder_in[:, 0], np.broadcast_to(params["cls"][0], (3, 32)))
+  assert output.patch_logits.shape == (3, 16, 512) and output.cls_logits.shape == (3, 5)
+  assert corrupted.shape == (3, 16) and np.all(corrupted.sum(axis=1) == 8)
+  np.testing.assert_array_equal(encoder_in[:, 1:][~corrupted], patches[~corrupted])
+  for b, n in zip(*np.nonzero(corrupted)):  # [mask], another patch of the image, or itself
+    row = encoder_in[b, 1 + n]
+    assert (np.array_equal(row, params["mask_embedding"])
+            or any(np.array_equal(row, patch) for patch in patches[b]))
+  assert np.any(np.all(encoder_in[:, 1:] == params["mask_embedding"], axis=-1))

@@ -36,6 +36,18 @@ class DenseOutput(NamedTuple):
   mix_box: Any       # (4,) int32
 
 
+class MaskedPatchOutput(NamedTuple):
+  """What a model with masked patch prediction returns with return_dense=True: its class logits, one
+  prediction per patch token and which patches were corrupted (models/masked_patches.py).
+
+  The loss is taken over the corrupted patches only (train/masked_patch.py); the class logits are
+  those of the corrupted input (the pretraining loss does not train the class head).
+  """
+  cls_logits: Any    # (B, classes) float32
+  patch_logits: Any  # (B, tokens, masked_patches.COLOUR_CLASSES) float32
+  corrupted: Any     # (B, tokens) bool
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelInterface:
   """How a model pools, embeds positions and what its outputs and checkpoints hold."""
@@ -51,6 +63,9 @@ class ModelInterface:
   representation_layer: bool
   # The model can return per-token logits for dense (token-labeling) losses.
   dense_outputs: bool
+  # The model can corrupt its patch embeddings and predict each corrupted patch's mean colour
+  # (masked patch prediction, the ViT paper's self-supervised objective): a MaskedPatchOutput.
+  masked_patch_prediction: bool = False
 
   def __post_init__(self):
     if self.pooling not in POOLINGS:

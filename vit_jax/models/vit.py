@@ -5,7 +5,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vit_jax.models.interface import DenseOutput, ModelInterface
+from vit_jax.models import masked_patches
+from vit_jax.models.interface import DenseOutput, MaskedPatchOutput, ModelInterface
 from vit_jax.models.layers import BlockOptions, Dense, check_images, constrain, logical
 from vit_jax.models.precision import patch_embedding_conv
 from vit_jax.models.stack import Encoder
@@ -24,6 +25,15 @@ class VisionTransformer(nn.Module):
   token, so the model has dense outputs for token labeling (models/interface.py); with
   return_dense=True it then returns a DenseOutput (no MixToken: its box is all zeros). The logits
   stay the class token's either way.
+
+  masked_patch_prediction=True adds what the paper's self-supervised pretraining needs
+  (docs/architectures.md#masked-patch-prediction): 'mask_embedding', the learnable [mask] embedding,
+  and 'mpp_head', a linear 512-way head on every patch token (the 3-bit mean colour of its patch).
+  With return_dense=True the patch embeddings are corrupted (models/masked_patches.py) before the
+  class token and position embeddings are added, drawn from the 'dropout' rng stream (the one the
+  train step passes; pass it with train=False too, to evaluate on corrupted inputs without dropout),
+  and the model returns a MaskedPatchOutput. Without return_dense nothing is corrupted and the model
+  is the plain classifier (fine-tuning loads it without these two parameters).
   """
   num_classes: Optional[int]
   image_size: int
@@ -41,6 +51,7 @@ class VisionTransformer(nn.Module):
   layer_norm_epsilon: float = 1e-6
   head_bias_init: float = 0.0
   token_head: bool = False
+  masked_patch_prediction: bool = False
   return_dense: bool = False
   dtype: Dtype = jnp.float32
   scan_layers: bool = False    # one scanned block with a leading `layers` axis (see models/stack.py)
@@ -52,7 +63,7 @@ class VisionTransformer(nn.Module):
     return ModelInterface(
         pooling=self.classifier, class_token=self.classifier == "token",
         position_embedding="learned", representation_layer=self.representation_size is not None,
-        dense_outputs=self.token_head)
+        dense_outputs=self.token_head, masked_patch_prediction=self.masked_patch_prediction)
 
   def block_options(self) -> BlockOptions:
     return BlockOptions(
@@ -66,9 +77,12 @@ class VisionTransformer(nn.Module):
     if self.token_head and (self.classifier != "token" or self.representation_size is not None):
       raise ValueError("token_head=True needs classifier='token' and no representation layer (the "
                        "per-token head reads the encoder's tokens as the class head reads its token)")
-    if self.return_dense and not self.token_head:
-      raise ValueError("return_dense=True needs token_head=True: without it there are no per-token "
-                       "logits")
+    if self.token_head and self.masked_patch_prediction:
+      raise ValueError("token_head=True and masked_patch_prediction=True both define what "
+                       "return_dense=True returns; set one of them")
+    if self.return_dense and not (self.token_head or self.masked_patch_prediction):
+      raise ValueError("return_dense=True needs token_head=True or masked_patch_prediction=True: "
+                       "without either there are no per-token logits")
 
   def embed_patches(self, images: jax.Array) -> jax.Array:
     x = nn.Conv(
@@ -87,6 +101,12 @@ class VisionTransformer(nn.Module):
     self.check_input(images)
     x = self.embed_patches(images.astype(self.dtype))
     self.sow("intermediates", "stem_output", x)
+    corrupted = None
+    if self.masked_patch_prediction:
+      mask_embedding = self.param("mask_embedding", logical(nn.initializers.normal(0.02), ("embed",)),
+                                  (self.hidden_size,))
+      if self.return_dense:
+        x, corrupted = masked_patches.corrupt_patches(self.make_rng("dropout"), x, mask_embedding)
     if self.classifier == "token":
       cls = self.param("cls", logical(nn.initializers.zeros, (None, None, "embed")),
                        (1, 1, self.hidden_size))
@@ -98,7 +118,7 @@ class VisionTransformer(nn.Module):
         scan_layers=self.scan_layers, remat_policy=self.remat_policy,
         name="Transformer")(x, deterministic=not train)
     self.sow("intermediates", "encoded", x)
-    tokens = x[:, 1:]
+    tokens = x[:, 1:] if self.classifier == "token" else x
     x = x[:, 0] if self.classifier == "token" else jnp.mean(x, axis=1)
     if self.representation_size is not None:
       x = Dense(
@@ -119,6 +139,14 @@ class VisionTransformer(nn.Module):
           bias_init=logical(nn.initializers.constant(self.head_bias_init), ("classes",)))(features)
 
     logits = head("head", x).astype(jnp.float32)
+    if self.masked_patch_prediction:
+      patch_logits = Dense(
+          masked_patches.COLOUR_CLASSES, dtype=self.dtype, name="mpp_head",
+          kernel_init=logical(nn.initializers.zeros, ("embed", "classes")),
+          bias_init=logical(nn.initializers.zeros, ("classes",)))(tokens).astype(jnp.float32)
+      if self.return_dense:
+        return MaskedPatchOutput(logits, patch_logits, corrupted)
+      return logits
     if not self.token_head:
       return logits
     token_logits = head("aux_head", tokens).astype(jnp.float32)

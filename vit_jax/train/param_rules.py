@@ -13,11 +13,11 @@ import ml_collections
 import numpy as np
 
 # BEiT/timm layer ids: 0 for what comes before the first block (patch/stem embeddings, class token,
-# position embeddings; a hybrid's ResNet stages; T2T's tokens-to-token; TNT's pixel and patch
-# embeddings),
+# position embeddings, masked patch prediction's [mask] embedding; a hybrid's ResNet stages; T2T's
+# tokens-to-token; TNT's pixel and patch embeddings),
 # i+1 for block i, num_layers+1 for everything after (final norm, pre-logits, heads).
 _EMBEDDING = re.compile(
-    r"(^|/)(embedding|cls|posembed_input|pos_embedding|patch_embedding|pixel_embedding|"
+    r"(^|/)(embedding|cls|mask_embedding|posembed_input|pos_embedding|patch_embedding|pixel_embedding|"
     r"patch_pos_embedding|pixel_pos_embedding|tokens_to_token|stem|conv_root|gn_root|root_block|"
     r"block\d+)(/|$)")
 _BLOCK = re.compile(r"(^|/)(encoderblock|block)_(\d+)(/|$)")       # unrolled: one module per block
