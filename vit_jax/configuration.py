@@ -125,7 +125,8 @@ def base_config(model_name: str = "ViT-B/16") -> ml_collections.ConfigDict:
   config.batch_size = 512          # global, over all processes
   config.eval_batch_size = 512
   config.seed = 0
-  # A registered loss (vit_jax.train.losses): softmax_xent, sigmoid_xent, token_label, or 'auto'.
+  # A registered loss (vit_jax.train.losses): softmax_xent, sigmoid_xent, token_label, masked_patch,
+  # or 'auto'.
   config.loss = LOSS_AUTO
   # Keyword options of that loss, e.g. token_label's dense_weight (a config sets the ones it uses).
   config.loss_options = ml_collections.ConfigDict()

@@ -20,6 +20,7 @@ from vit_jax import parallel
 from vit_jax.configuration import model_overrides, total_steps
 from vit_jax.models import create_model
 from vit_jax.train import losses, optim
+from vit_jax.train import masked_patch  # noqa: F401  (registers the dense loss 'masked_patch')
 from vit_jax.train import token_labeling  # noqa: F401  (registers the dense loss 'token_label')
 from vit_jax.train.state import TrainState
 from vit_jax.train.step import make_eval_step, make_train_step
@@ -99,11 +100,11 @@ def _training_model(config: ml_collections.ConfigDict, model: nn.Module, loss_na
           f"config.data.score_maps is set, but config.loss={loss_name!r} does not read score maps: "
           "set config.loss='token_label', or clear data.score_maps")
     return model, loss_fn
-  if not model.interface.dense_outputs:
+  need = losses.model_need(loss_fn)
+  if not getattr(model.interface, need.flag):
     raise ValueError(
-        f"config.loss={loss_name!r} trains on per-token outputs, which {config.model_name} does not "
-        "have (ModelInterface.dense_outputs); use an LV-ViT model, a ViT with config.model.token_head="
-        "True, or a classification loss")
+        f"config.loss={loss_name!r} trains on {need.outputs}, which {config.model_name} does not "
+        f"have (ModelInterface.{need.flag}); {need.hint}")
   return model.clone(return_dense=True), losses.get_loss("softmax_xent")
 
 

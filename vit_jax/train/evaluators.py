@@ -16,6 +16,7 @@ from vit_jax import evaluate as metrics_lib
 from vit_jax import parallel
 from vit_jax.data import pipeline, sources
 from vit_jax.plugins import Registry
+from vit_jax.train import masked_patch as masked_patch_lib
 from vit_jax.train.build import Setup
 
 Run = Callable[[Any], dict[str, float]]
@@ -106,3 +107,26 @@ def multilabel(s: Setup, source, data_config, split: str, batch_size: int) -> Ru
     raise ValueError(f"the 'multilabel' evaluator needs multi-label data; {type(source).__name__} "
                      "has one label per example: use type='classification'")
   return classification(s, source, data_config, split, batch_size)
+
+
+@register_evaluator("masked_patch")
+def masked_patch(s: Setup, source, data_config, split: str, batch_size: int) -> Run:
+  """Masked patch prediction on the split (train/masked_patch.py): the accuracy and mean loss of
+  the corrupted patches' colour predictions, the corruption fixed per batch (the same in every
+  evaluation of a run). The pretraining evaluation: the class head is not trained by that loss."""
+  if not s.model.interface.masked_patch_prediction:
+    raise ValueError("the 'masked_patch' evaluator needs a model with masked patch prediction: set "
+                     "config.model.masked_patch_prediction=True, or use type='classification'")
+  step = jax.jit(masked_patch_lib.make_eval_step(s.model, s.seed))
+
+  def run(variables) -> dict[str, float]:
+    totals = {"correct": 0.0, "loss_sum": 0.0, "patches": 0.0, "count": 0.0}
+    with parallel.activate(s.mesh, s.rules):
+      for index, local in enumerate(_batches(s, source, data_config, split, batch_size)):
+        out = step(variables, parallel.global_batch(local, s.mesh, s.rules), index)
+        for key, value in jax.device_get(out).items():
+          totals[key] += float(value)
+    patches = max(totals["patches"], 1.0)
+    return {"accuracy": totals["correct"] / patches, "loss": totals["loss_sum"] / patches,
+            "patches": totals["patches"], "examples": totals["count"]}
+  return run

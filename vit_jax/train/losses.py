@@ -5,13 +5,16 @@ step averages it over the batch (and over micro-batches) and the eval step sums 
 Labels are int (B,) class ids or (B, K) targets: multi-hot for multi-label data, a distribution for
 single-label data mixed or smoothed in the pipeline (mixup, cutmix, onehot).
 
-A dense loss (register_dense_loss) trains models with dense outputs (ModelInterface.dense_outputs):
-it maps (the model's training output, e.g. LV-ViT's DenseOutput; the whole train batch, whose extra
-entries carry its targets; label_smoothing; its options from config.loss_options) to (B,). Evaluation
-then scores the model's plain logits with softmax_xent.
+A dense loss (register_dense_loss) trains a model on what it returns with return_dense=True, for the
+model outputs it names (ModelNeed: per-token logits by default, ModelInterface.dense_outputs): it
+maps (the model's training output, e.g. LV-ViT's DenseOutput; the whole train batch, whose extra
+entries carry its targets, or whose images do; label_smoothing; its options from config.loss_options)
+to (B,). The train step's accuracy is the class logits' top-1 unless the loss gives its own per-example
+hits; evaluation scores the model's plain logits with softmax_xent.
 """
+import dataclasses
 import inspect
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -26,17 +29,47 @@ register_loss = LOSSES.register
 AUTO = "auto"  # sigmoid_xent for multi-label sources, softmax_xent otherwise
 
 
-def register_dense_loss(name: str) -> Callable[[LossFn], LossFn]:
+@dataclasses.dataclass(frozen=True)
+class ModelNeed:
+  """What a dense loss needs of the model: a ModelInterface flag, and the words of the error that
+  Setup raises for a model without it."""
+  flag: str     # the ModelInterface field that must be True
+  outputs: str  # what the loss trains on, e.g. 'per-token outputs'
+  hint: str     # what to do instead
+
+
+PER_TOKEN_OUTPUTS = ModelNeed(
+    "dense_outputs", "per-token outputs",
+    "use an LV-ViT model, a ViT with config.model.token_head=True, or a classification loss")
+# fn(output, batch) -> (B,) float32 hits: the train step's 'accuracy' for a dense loss.
+AccuracyFn = Callable[[Any, dict[str, jax.Array]], jax.Array]
+
+
+def register_dense_loss(name: str, *, needs: ModelNeed = PER_TOKEN_OUTPUTS,
+                        accuracy: Optional[AccuracyFn] = None) -> Callable[[LossFn], LossFn]:
   """Decorator: makes `fn(output, batch, *, label_smoothing, **options) -> (B,)` available as
-  config.loss=name, for models with dense outputs (see the module doc)."""
+  config.loss=name, for models that have the outputs `needs` names (see the module doc);
+  `accuracy(output, batch) -> (B,)` replaces the class logits' top-1 as the step's accuracy."""
   def register(fn: LossFn) -> LossFn:
     fn.takes_dense_outputs = True
+    fn.model_need = needs
+    fn.dense_accuracy = accuracy
     return LOSSES.register(name)(fn)
   return register
 
 
 def takes_dense_outputs(fn: LossFn) -> bool:
   return getattr(fn, "takes_dense_outputs", False)
+
+
+def model_need(fn: LossFn) -> ModelNeed:
+  """The model outputs a dense loss trains on."""
+  return getattr(fn, "model_need", PER_TOKEN_OUTPUTS)
+
+
+def dense_accuracy(fn: LossFn) -> Optional[AccuracyFn]:
+  """A dense loss's own per-example accuracy, or None (the class logits' top-1)."""
+  return getattr(fn, "dense_accuracy", None)
 
 
 def bind_options(name: str, fn: LossFn, options: dict[str, Any]) -> LossFn:
@@ -53,6 +86,8 @@ def bind_options(name: str, fn: LossFn, options: dict[str, Any]) -> LossFn:
   def bound(*args, **kwargs):
     return fn(*args, **kwargs, **options)
   bound.takes_dense_outputs = takes_dense_outputs(fn)
+  bound.model_need = model_need(fn)
+  bound.dense_accuracy = dense_accuracy(fn)
   return bound
 
 

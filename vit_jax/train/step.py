@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vit_jax.train.losses import LossFn, takes_dense_outputs
+from vit_jax.train.losses import LossFn, dense_accuracy, takes_dense_outputs
 from vit_jax.train.optim import nonfinite_steps
 from vit_jax.train.state import TrainState
 
@@ -36,9 +36,12 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule
   (every entry of it) is split into micro-batches whose gradients are averaged before a single
   optimizer update (same result as one big batch, less activation memory).
 
-  A dense loss (losses.takes_dense_outputs) gets the model's training output, a DenseOutput (build
-  the model with return_dense=True), and the whole batch; its accuracy is the class token's."""
+  A dense loss (losses.takes_dense_outputs) gets the model's training output, e.g. a DenseOutput
+  (build the model with return_dense=True), and the whole batch; its accuracy is the class logits'
+  top-1, or the loss's own (losses.dense_accuracy: masked patch prediction's is over the corrupted
+  patches)."""
   dense = takes_dense_outputs(loss_fn)
+  dense_hits = dense_accuracy(loss_fn)
 
   def objective(params, model_state, batch, rng):
     variables = {"params": params, **model_state}
@@ -49,11 +52,12 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule
       output = model.apply(variables, batch["image"], train=True, rngs={"dropout": rng})
     if dense:
       loss = jnp.mean(loss_fn(output, batch, label_smoothing=label_smoothing))
-      logits = output.cls_logits
+      hits = (dense_hits(output, batch) if dense_hits else
+              accuracy_hits(output.cls_logits, batch["label"]))
     else:
-      logits = output
-      loss = jnp.mean(loss_fn(logits, batch["label"], label_smoothing=label_smoothing))
-    return loss, (jnp.mean(accuracy_hits(logits, batch["label"])), model_state)
+      loss = jnp.mean(loss_fn(output, batch["label"], label_smoothing=label_smoothing))
+      hits = accuracy_hits(output, batch["label"])
+    return loss, (jnp.mean(hits), model_state)
 
   grad_fn = jax.value_and_grad(objective, has_aux=True)
 
