@@ -215,3 +215,22 @@ def test_lvvit_finetune_at_twice_the_resolution_resizes_its_position_embeddings(
   assert old == (1, 17, 32) and new == (1, 65, 32)  # 4x4 -> 8x8 token grid plus the class token
   logits = jax.jit(high_model.apply)({**high, "params": params}, jnp.ones((1, 64, 64, 3)))
   assert logits.shape == (1, 10) and bool(jnp.all(jnp.isfinite(logits)))
+
+
+def test_fine_tuning_from_masked_patch_prediction_drops_its_mask_embedding_and_colour_head():
+  _, pretrained = init_params(num_classes=10, masked_patch_prediction=True)
+  _, fresh = init_params(seed=1, num_classes=5, image_size=32)
+  params, report = load_pretrained(fresh, pretrained, has_class_token=True, keep_pre_logits=False)
+  assert set(params) == set(fresh)
+  assert report.ignored == ["mask_embedding", "mpp_head/bias", "mpp_head/kernel"]
+  assert report.reset == ["head/bias", "head/kernel"]
+  np.testing.assert_array_equal(params["cls"], pretrained["cls"])
+  _, fresh_mpp = init_params(seed=1, num_classes=5, masked_patch_prediction=True)
+  params, report = load_pretrained(fresh_mpp, pretrained, has_class_token=True,
+                                   keep_pre_logits=False)  # continued: both kept
+  np.testing.assert_array_equal(params["mask_embedding"], pretrained["mask_embedding"])
+  assert report.reset == ["head/bias", "head/kernel"] and report.ignored == []
+  plain = {k: v for k, v in pretrained.items() if k not in ("mask_embedding", "mpp_head")}
+  params, report = load_pretrained(fresh_mpp, plain, has_class_token=True, keep_pre_logits=False)
+  np.testing.assert_array_equal(params["mask_embedding"], fresh_mpp["mask_embedding"])
+  assert "mask_embedding" in report.reset and "mpp_head/kernel" in report.reset

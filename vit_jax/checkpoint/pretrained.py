@@ -2,7 +2,10 @@
 
 Follows the reference vit_jax `load_pretrained`: the head is always the fresh init (zeros kernel),
 pre_logits is dropped unless the new model keeps a representation layer, and every position embedding
-is resized in 2D when its token count differs. Anything else that differs is an error.
+is resized in 2D when its token count differs. The parameters only a pretraining objective uses
+(masked patch prediction's [mask] embedding and colour head) are dropped when the new model has none,
+and loaded when it has them (fresh when the checkpoint has none). Anything else that differs is an
+error.
 """
 import dataclasses
 import os
@@ -19,6 +22,9 @@ from vit_jax.checkpoint.posemb import resize_posemb
 
 HEADS = ("head", "aux_head")  # classifiers: replaced by the new model's fresh ones (LV-ViT has two)
 PRE_LOGITS = "pre_logits"
+# Used only by a pretraining objective: masked patch prediction's [mask] embedding and per-patch
+# colour head (models/vit.py, masked_patch_prediction=True).
+PRETRAINING_ONLY = ("mask_embedding", "mpp_head")
 # Position embeddings (1, tokens, dim), recognised by the last part of their path, and whether their first
 # row belongs to the class token when the model has one (False: the rows are a bare square grid).
 POSITION_EMBEDDINGS = {
@@ -111,7 +117,8 @@ def load_pretrained(init_params: Mapping[str, Any], source_path: Union[str, os.P
   for key, fresh in init.items():
     fresh = np.asarray(fresh)
     top = _top(key)
-    reset = top in HEADS or (top == PRE_LOGITS and (not keep_pre_logits or key not in pretrained))
+    reset = top in HEADS or (top == PRE_LOGITS and (not keep_pre_logits or key not in pretrained)) or (
+        top in PRETRAINING_ONLY and key not in pretrained)
     if reset:
       params[key] = fresh
       report.reset.append(key)
@@ -140,7 +147,7 @@ def load_pretrained(init_params: Mapping[str, Any], source_path: Union[str, os.P
     params[key] = value.astype(fresh.dtype, copy=False)
   for key in pretrained:
     if key not in init:
-      if _top(key) in HEADS + (PRE_LOGITS,):
+      if _top(key) in HEADS + (PRE_LOGITS,) + PRETRAINING_ONLY:
         report.ignored.append(key)
       else:
         mismatches.append((key, np.shape(pretrained[key]), "has no such parameter"))
