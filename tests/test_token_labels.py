@@ -65,15 +65,20 @@ def test_every_train_example_gets_the_teachers_top_k_map_of_its_eval_image(teach
   np.testing.assert_allclose(values.astype(np.float32), want_values, rtol=1e-3, atol=1e-3)  # float16
 
 
-def test_an_interrupted_run_resumes_to_the_same_maps(teacher, annotated, tmp_path):
+def test_hosts_share_the_shards_and_an_interrupted_run_resumes_to_the_same_maps(
+    teacher, annotated, tmp_path):
+  """Two hosts each killed after their first shard (0 and 1 of 4); run again, host p writes shards
+  p + 2: together they give the maps of one uninterrupted process."""
   output, _ = annotated
   resumed = tmp_path / "resumed"
   names = [name for name in os.listdir(output) if name.startswith("shard-")]
   resumed.mkdir()
-  for name in ["manifest.json"] + sorted(names)[:2]:  # killed after two shards
+  for name in ["manifest.json"] + sorted(names)[:2]:
     (resumed / name).write_bytes((output / name).read_bytes())
-  done = annotate(digits_config(), str(teacher), str(resumed), top_k=3, shards=4)
-  assert done == {"written": 2, "resumed": 2, "skipped": 0}
+  for host in (0, 1):
+    done = annotate(digits_config(), str(teacher), str(resumed), top_k=3, shards=4,
+                    process_index=host, process_count=2)
+    assert done == {"written": 1, "resumed": 1, "skipped": 0}
   for name in names:
     with np.load(output / name) as want, np.load(resumed / name) as got:
       for key in ("keys", "values", "indices"):

@@ -14,21 +14,11 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from vit_jax import config_cli, configuration, host_memory, paths  # noqa: E402
+from vit_jax import config_cli, configuration, host_memory, multihost_flags, paths  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. configs/default.py:pretrain.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics (resumes if present).")
-_COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", None, "host:port of process 0 for multi-host runs (or JAX_COORDINATOR_ADDRESS).")
-_NUM_PROCESSES = flags.DEFINE_integer(
-    "num_processes", None, "Number of processes in a multi-host run (or JAX_NUM_PROCESSES).")
-_PROCESS_ID = flags.DEFINE_integer(
-    "process_id", None, "This process's index in a multi-host run (or JAX_PROCESS_ID).")
-_TIMEOUT = flags.DEFINE_integer(
-    "distributed_timeout", 300,
-    "Seconds to wait for all processes to connect, for a silent process (at most 100) before the "
-    "others stop, and for the others at exit.")
 _RESTORE_STEP = flags.DEFINE_integer(
     "restore_step", None,
     "Resume from this kept checkpoint step instead of the newest; the newer steps are moved to "
@@ -46,9 +36,8 @@ def main(argv, kept_pages: host_memory.Outcome):
   if not flags.FLAGS["verbosity"].present:  # the console shows progress and results; -v 0 for more
     logging.set_verbosity(logging.WARNING)
   logging.info("keep freed host pages: %s (%s)", kept_pages.applied, kept_pages.reason)
+  multihost_flags.connect()
   from vit_jax import multihost  # pylint: disable=import-outside-toplevel
-  multihost.connect(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
-                    timeout=_TIMEOUT.value)
   with multihost.stop_together():
     from vit_jax.data.sources import hide_gpus_from_tensorflow  # pylint: disable=import-outside-toplevel
     hide_gpus_from_tensorflow()

@@ -3,7 +3,8 @@
 Runs a trained model of ours (T: a training workdir, an Orbax step directory or a public .npz; its
 architecture is C's model) over C's train split without augmentation (C's eval preprocessing at
 data.image_size) and stores each example's top-k class scores on a grid (models/dense_scores.py) in
-DIR, one file per shard of the split (data/score_maps.py). Every process writes the shards
+DIR, one file per shard of the split (data/score_maps.py). On many hosts every host runs the same
+command (with the multi-host flags of `vit_jax.main`, or the JAX_* variables) and writes the shards
 s = process_index, process_index + process_count, ...; a rerun skips the shards already written, so an
 interrupted run continues to the same maps.
 """
@@ -15,7 +16,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from vit_jax import config_cli, paths  # noqa: E402
+from vit_jax import config_cli, multihost_flags, paths  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config whose model is the teacher's and whose data (train split) is annotated.",
@@ -107,17 +108,21 @@ def main(argv):
     raise app.UsageError(f"--grid={_GRID.value!r}: give HxW, e.g. 14x14")
   if not flags.FLAGS["verbosity"].present:  # the console shows the result; -v 0 for more
     logging.set_verbosity(logging.WARNING)
+  multihost_flags.connect()
   import jax  # pylint: disable=import-outside-toplevel
+  from vit_jax import multihost  # pylint: disable=import-outside-toplevel
   from vit_jax.data.sources import hide_gpus_from_tensorflow  # pylint: disable=import-outside-toplevel
   hide_gpus_from_tensorflow()
   try:
-    done = annotate(config, paths.expand(_TEACHER.value), paths.expand(_OUTPUT.value),
-                    top_k=_TOP_K.value, grid=grid, shards=_SHARDS.value,
-                    process_index=jax.process_index(), process_count=jax.process_count())
+    with multihost.stop_together():
+      done = annotate(config, paths.expand(_TEACHER.value), paths.expand(_OUTPUT.value),
+                      top_k=_TOP_K.value, grid=grid, shards=_SHARDS.value,
+                      process_index=jax.process_index(), process_count=jax.process_count())
   except ValueError as e:  # maps made for other data, a teacher of another model: one line
     raise SystemExit(f"error: {e}") from None
-  print(f"score maps in {paths.expand(_OUTPUT.value)}: {done['written']} shards written, "
-        f"{done['resumed']} already there, {done['skipped']} undecodable examples skipped")
+  print(f"score maps in {paths.expand(_OUTPUT.value)}: {done['written']} shards written "
+        f"by process {jax.process_index()} of {jax.process_count()}, {done['resumed']} already "
+        f"there, {done['skipped']} undecodable examples skipped")
 
 
 if __name__ == "__main__":

@@ -196,10 +196,14 @@ def test_mixtoken_draws_a_box_in_training_only(tiny):
   np.testing.assert_array_equal(jitted(model)(variables, images).mix_box, 0)
 
 
-def test_mixtoken_without_dense_outputs_is_an_error(tiny):
+def test_mixtoken_training_without_dense_outputs_is_an_error_and_evaluation_ignores_it(tiny):
   variables, images = tiny
-  with pytest.raises(ValueError, match="needs return_dense=True"):
-    create_model("LV-ViT-test", mix_token=True).apply(variables, images)
+  model = create_model("LV-ViT-test", mix_token=True)
+  with pytest.raises(ValueError, match="trains with return_dense=True"):
+    model.apply(variables, images, train=True, mutable=["batch_stats"],
+                rngs={"dropout": jax.random.key(0)})
+  np.testing.assert_array_equal(model.apply(variables, images),
+                                create_model("LV-ViT-test").apply(variables, images))
 
 
 def test_bad_inputs_are_clear_errors(tiny):
@@ -237,14 +241,22 @@ def load_config_file(name, arg):
   return module.get_config(arg)
 
 
-@pytest.mark.parametrize("variant,name,drop_path", [
-    ("lvvit_s", "LV-ViT-S", 0.1), ("lvvit_m", "LV-ViT-M", 0.2), ("lvvit_l", "LV-ViT-L", 0.3)])
-def test_imagenet_configs_build_their_variant_with_the_paper_recipe(variant, name, drop_path):
+@pytest.mark.parametrize("variant,name,drop_path,learning_rate,randaug", [
+    ("lvvit_s", "LV-ViT-S", 0.1, 1.6e-3, "randaug(2, 9)"),
+    ("lvvit_m", "LV-ViT-M", 0.2, 1.6e-3, "randaug(2, 9)"),
+    ("lvvit_l", "LV-ViT-L", 0.3, 1e-3, "randaug(3, 9)")])
+def test_imagenet_configs_build_their_variant_with_the_paper_recipe(variant, name, drop_path,
+                                                                    learning_rate, randaug):
   config = load_config_file("lvvit", variant)
   assert config.is_locked and config.model_name == name
   assert config.data.name == "imagenet2012" and config.data.image_size == 224
   assert config.batch_size == 1024 and config.train.epochs == 300
   assert config.optim.weight_decay == 0.05 and config.train.label_smoothing == 0.1
+  assert config.optim.name == "adamw" and config.optim.learning_rate == learning_rate
+  assert config.optim.grad_clip_norm == 0 and config.data.pp_batch == ""  # MixToken, no mixup
+  assert randaug in config.data.pp_train and "flip_lr" in config.data.pp_train
+  assert config.loss == "token_label" and config.model.mix_token
+  assert config.loss_options.to_dict() == {"dense_weight": 0.5, "official_box_order": True}
   assert total_steps(config, 1_281_167) == 375_342
   model = build.build_model(config, num_classes=1000)
   assert model.stochastic_depth == drop_path

@@ -147,9 +147,6 @@ class LVViT(nn.Module):
       raise ValueError(f"patch_size must be even (the stem halves the resolution before a patch_size/2 "
                        f"projection), got {self.patch_size}")
     check_images(images, self.image_size, self.patch_size)
-    if self.mix_token and not self.return_dense:
-      raise ValueError("mix_token=True needs return_dense=True: the loss must see the MixToken box and "
-                       "the per-token logits (vit_jax.train.token_labeling)")
 
   @nn.compact
   def __call__(self, images: jax.Array, *, train: bool = False,
@@ -165,6 +162,9 @@ class LVViT(nn.Module):
     tokens = (batch, grid_h * grid_w, self.hidden_size)
     self.sow("intermediates", "stem_output", jnp.reshape(x, tokens))
     mixing = train and self.mix_token
+    if mixing and not self.return_dense:
+      raise ValueError("mix_token=True trains with return_dense=True: the loss must see the MixToken "
+                       "box and the per-token logits (vit_jax.train.token_labeling)")
     if mixing:
       if mix_box is None:
         mix_box = sample_mixtoken_box(self.make_rng("dropout"), grid_h, grid_w)
