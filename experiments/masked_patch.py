@@ -106,7 +106,7 @@ def main():
         "supervised_pretrain", config_for("default.py:pretrain", seed=0, eval_every=75), output)
   print_curves("Pretraining, test accuracy (mpp: colour of the corrupted patches; supervised: class)",
                {name: curve for name, (curve, _) in pretrained.items()})
-  print(f"most frequent test colour classes (share of patches): "
+  print("most frequent test colour classes (share of patches): "
         + ", ".join(f"{c}: {share:.3f}" for c, share in shares.items())
         + f"; always predicting the first scores {baseline:.3f}")
 
