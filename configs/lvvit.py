@@ -10,8 +10,9 @@ batch 1024, AdamW lr 1.6e-3 (1e-3 for L), weight decay 0.05, 300 epochs, 5 warmu
 to 1e-5, label smoothing 0.1, no gradient clipping, no mixup/cutmix (MixToken instead, every step),
 RandAugment rand-m9 (2 ops; 3 for L), drop-path 0.1 / 0.2 / 0.3 (S / M / L), token labeling with
 dense weight 0.5 (the paper's; the official main.py defaults to 1.0) on the teacher's maps, with the
-official box order. Not represented: random erasing 0.25, EMA 0.99992, the 10 cool-down epochs, and
-RandAugment's geometric ops moving the maps (docs/architectures.md#token-labeling-pipeline).
+official box order; RandAugment's geometric ops move the targets
+(docs/architectures.md#token-labeling-pipeline). Not represented: random erasing 0.25, EMA 0.99992,
+the 10 cool-down epochs.
 
 The digits: 'digits' trains LV-ViT-test plainly, 'digits_token_label' the same model with the same
 budget and seed on score maps of the default job's fine-tuned ViT (README, "Token labeling").

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vit_jax.data import geometry, pp
+from vit_jax.data import geometry, pp, randaugment
 
 SOURCE = np.arange(24 * 40 * 3, dtype=np.float32).reshape(24, 40, 3) % 251  # not symmetric
 
@@ -65,3 +65,23 @@ def test_untracked_examples_pass_through_unchanged():
   out = pp.build("inception_crop(12)|flip_lr")({"image": tf.constant(SOURCE)}, tf.constant([0, 1]))
   assert set(out) == {"image"}
 
+
+
+def test_randaug_records_its_warp_after_the_crop_and_flip():
+  image = tf.constant(SOURCE.astype(np.uint8))
+  seed = tf.constant([4, 2])
+  tracked = pp.build("inception_crop(12)|flip_lr|randaug(2, 9)")(
+      geometry.start({"image": image}), seed)
+  plain = pp.build("inception_crop(12)|flip_lr")(geometry.start({"image": image}), seed)
+  crop_seed = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 3)[2]
+  np.testing.assert_allclose(tracked[geometry.WARP],
+                             randaugment.warp([12, 12, 3], 2, 9, seed=crop_seed))
+  for name in (geometry.BOX, geometry.FLIPPED):  # randaug moves pixels within the crop only
+    np.testing.assert_array_equal(tracked[name], plain[name])
+
+
+def test_crops_after_a_warp_are_refused():
+  geometry.check_order(["decode", "inception_crop", "flip_lr", "randaug"], [])
+  with pytest.raises(ValueError, match="flip_lr after randaug: with score maps, crops and flips "
+                                       "must come before RandAugment"):
+    geometry.check_order(["decode", "randaug"], ["flip_lr"])

@@ -106,3 +106,49 @@ def test_randaugment_draws_every_op_and_is_the_same_inside_tf_data(photo):
 def test_randaugment_needs_uint8():
   with pytest.raises(ValueError, match="before value_range"):
     randaugment.randaugment(tf.zeros([4, 4, 3]), seed=tf.constant([0, 0], tf.int64))
+
+
+def _coordinates(height=24, width=32):
+  """Red = 6 x column, green = 8 x row, blue 255: a pixel's value says where it was; fill has blue 128."""
+  rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+  return np.stack([6 * cols, 8 * rows, np.full_like(rows, 255)], axis=-1).astype(np.uint8)
+
+
+def _where_from(image):
+  """(column, row) each output pixel came from, and which ones came from the image (not fill)."""
+  return image[..., 0] / 6.0, image[..., 1] / 8.0, image[..., 2] == 255
+
+
+def _predicted(warp, height, width):
+  """(column, row) in pixels that warp ([a..f] in fractions) says each output pixel comes from."""
+  a, b, c, d, e, f = np.asarray(warp, np.float64)
+  rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+  u, v = (cols + 0.5) / width, (rows + 0.5) / height
+  return (a * u + b * v + c) * width - 0.5, (d * u + e * v + f) * height - 0.5
+
+
+@pytest.mark.parametrize("layers, pixels", [(1, 0.501), (2, 1.2)])
+def test_the_warp_of_a_seed_says_where_every_pixel_of_its_image_comes_from(layers, pixels):
+  """Over seeds that draw only geometric ops (composed) or only colour ops (the identity). Each op
+  takes the nearest pixel: one is off by at most half a pixel, two by half a pixel more, moved."""
+  image = tf.constant(_coordinates())
+  geometric = [randaugment.NAMES.index(n) for n in randaugment.MATRICES]
+  checked = {"geometric": 0, "identity": 0}
+  for seed in range(300):
+    indices, _ = randaugment.choices(layers, tf.constant([seed, 0]))
+    kind = ("geometric" if all(int(i) in geometric for i in indices) else
+            "identity" if not any(int(i) in geometric for i in indices) else None)
+    if kind is None or checked[kind] >= 4:
+      continue
+    checked[kind] += 1
+    warp = randaugment.warp(tf.shape(image), layers, 7.0, seed=tf.constant([seed, 0]))
+    if kind == "identity":
+      np.testing.assert_allclose(warp, [1, 0, 0, 0, 1, 0])
+      continue
+    out = randaugment.randaugment(image, layers, 7.0, seed=tf.constant([seed, 0])).numpy()
+    col, row, real = _where_from(out)
+    want_col, want_row = _predicted(warp.numpy(), 24, 32)
+    assert real.mean() > 0.3
+    assert np.abs(col - want_col)[real].max() <= pixels
+    assert np.abs(row - want_row)[real].max() <= pixels
+  assert checked == {"geometric": 4, "identity": 4}

@@ -221,3 +221,29 @@ def test_dense_targets_follow_the_pipelines_crops_and_flips(tmp_path):
   # Within a map cell and a half (4 px cells; a wrong flip is off by up to 28 px).
   assert np.abs(shown[..., 0] - target_col).max() <= 3.0
   assert np.abs(shown[..., 1] - target_row).max() <= 3.0
+
+
+def test_warped_crops_take_their_token_targets_from_where_each_token_came_from():
+  """warp_grid on a 4x4 grid: each token reads the cell its centre comes from; outside, logit 0."""
+  grid = np.arange(2 * 4 * 4 * 3, dtype=np.float32).reshape(2, 4, 4, 3) + 1
+  identity = np.float32([1, 0, 0, 0, 1, 0])
+  right = np.float32([1, 0, -0.25, 0, 1, 0])   # content moved one token to the right
+  half_turn = np.float32([-1, 0, 1, 0, -1, 1])  # rotated by 180 degrees about the centre
+  np.testing.assert_array_equal(tl.warp_grid(grid, np.stack([identity, half_turn])),
+                                np.stack([grid[0], grid[1, ::-1, ::-1]]))
+  moved = tl.warp_grid(grid, np.stack([right, right]))
+  np.testing.assert_array_equal(moved[:, :, 1:], grid[:, :, :-1])
+  np.testing.assert_array_equal(moved[:, :, 0], 0.0)
+
+
+def test_the_loss_reads_the_batchs_warp(official, tmp_path):
+  batch = official_batch(official, tmp_path)
+  output = DenseOutput(official["out_cls"], official["out_aux"], jnp.zeros(4, jnp.int32))
+  loss_fn = losses.get_loss("token_label")
+  plain = loss_fn(output, batch, label_smoothing=0.1)
+  unwarped = loss_fn(output, {**batch, batch_keys.WARP: np.tile(np.float32([1, 0, 0, 0, 1, 0]),
+                                                                 (2, 1))}, label_smoothing=0.1)
+  turned = loss_fn(output, {**batch, batch_keys.WARP: np.tile(np.float32([-1, 0, 1, 0, -1, 1]),
+                                                               (2, 1))}, label_smoothing=0.1)
+  np.testing.assert_allclose(unwarped, plain, rtol=1e-6)
+  assert np.abs(np.asarray(turned) - np.asarray(plain)).max() > 1e-3

@@ -123,7 +123,7 @@ def _preprocessed(examples: tf.data.Dataset, preprocess: pp.Preprocess, source: 
     if keys:
       extra[EXAMPLE_KEY] = key
     if track_geometry:
-      extra.update({geometry.BOX: out[geometry.BOX], geometry.FLIPPED: out[geometry.FLIPPED]})
+      extra.update({name: out[name] for name in (geometry.BOX, geometry.FLIPPED, geometry.WARP)})
     return {"image": out["image"], "label": out["label"], **extra}
 
   seed_of = example_seeds(base_seed)
@@ -273,7 +273,7 @@ def train_batches(data_config: ml_collections.ConfigDict, *, source: Optional[So
           default_pp_train(augment, image_size, source.multi_label))
   preprocess = pp.build(spec, num_classes=source.num_classes)
   batch_ops = pp.build_batch(batch_spec, num_classes=source.num_classes)
-  maps = _score_maps(data_config, source, split, batch_spec)
+  maps = _score_maps(data_config, source, split, spec, batch_spec)
   if start_step < 0:
     raise ValueError(f"start_step={start_step} must be >= 0.")
   first_epoch, offset = divmod(start_step, steps)
@@ -307,13 +307,15 @@ def train_batches(data_config: ml_collections.ConfigDict, *, source: Optional[So
                  then=None if maps is None else lambda batch: score_maps.join(batch, maps))
 
 
-def _score_maps(data_config: ml_collections.ConfigDict, source: Source, split: str,
+def _score_maps(data_config: ml_collections.ConfigDict, source: Source, split: str, spec: str,
                 batch_spec: str) -> Optional[score_maps.ScoreMaps]:
   """The maps of data_config.score_maps for this split of this source, or None when it is empty."""
   if not data_config.get("score_maps", ""):
     return None
   directory = paths.expand(data_config.score_maps)
-  mixing = [name for name, _, _ in pp.parse(batch_spec) if name in ("mixup", "cutmix")]
+  batch_ops = [name for name, _, _ in pp.parse(batch_spec)]
+  geometry.check_order([name for name, _, _ in pp.parse(spec)], batch_ops)
+  mixing = [name for name in batch_ops if name in ("mixup", "cutmix")]
   if mixing:
     raise ValueError(f"data.pp_batch={batch_spec!r} mixes images ({mixing[0]}), which their score "
                      "maps cannot follow: token labeling mixes with MixToken in the model; remove "

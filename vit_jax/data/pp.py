@@ -235,8 +235,13 @@ def _flip_lr(key="image"):
 
 @register_op("randaug", random=True)
 def _randaug(num_layers=2, magnitude=10, key="image"):
-  return _on(key, lambda x, seed: randaugment.randaugment(x, num_layers, magnitude, seed=seed),
-             seeded=True)
+  def op(example, seed):
+    image = example[key]
+    out = {**example, key: randaugment.randaugment(image, num_layers, magnitude, seed=seed)}
+    if not geometry.tracked(example):
+      return out
+    return geometry.warped(out, randaugment.warp(tf.shape(image), num_layers, magnitude, seed=seed))
+  return op
 
 
 @register_op("value_range")

@@ -11,6 +11,8 @@ from typing import Callable, Dict
 
 import tensorflow as tf
 
+from vit_jax.data import geometry
+
 FILL = 128
 MAX_LEVEL = 10.0
 
@@ -130,38 +132,60 @@ def transform(image: tf.Tensor, matrix) -> tf.Tensor:
   return tf.ensure_shape(out[0], image.shape)
 
 
-def rotate(image, level, sign):
+def rotate_matrix(shape, level, sign):
   """Counter-clockwise rotation about the centre by sign * 30 degrees at level 10."""
   angle = sign * 30.0 * level / MAX_LEVEL * (3.141592653589793 / 180.0)
-  shape = tf.cast(tf.shape(image), tf.float32)
+  shape = tf.cast(shape, tf.float32)
   cy, cx = (shape[0] - 1) / 2, (shape[1] - 1) / 2
   c, s = tf.cos(angle), tf.sin(angle)
-  return transform(image, [c, -s, cx - c * cx + s * cy, s, c, cy - s * cx - c * cy])
+  return tf.stack([c, -s, cx - c * cx + s * cy, s, c, cy - s * cx - c * cy])
 
 
-def shear_x(image, level, sign):
+def shear_x_matrix(shape, level, sign):
+  del shape
   shear = sign * 0.3 * level / MAX_LEVEL
-  return transform(image, [1.0, shear, 0.0, 0.0, 1.0, 0.0])
+  return tf.stack([1.0, shear, 0.0, 0.0, 1.0, 0.0])
 
 
-def shear_y(image, level, sign):
+def shear_y_matrix(shape, level, sign):
+  del shape
   shear = sign * 0.3 * level / MAX_LEVEL
-  return transform(image, [1.0, 0.0, 0.0, shear, 1.0, 0.0])
+  return tf.stack([1.0, 0.0, 0.0, shear, 1.0, 0.0])
 
 
-def _shift(image, level, sign, axis):
-  size = tf.cast(tf.shape(image)[axis], tf.float32)
+def _shift(shape, level, sign, axis):
+  size = tf.cast(shape[axis], tf.float32)
   return tf.round(sign * 0.45 * level / MAX_LEVEL * size)
 
 
-def translate_x(image, level, sign):
+def translate_x_matrix(shape, level, sign):
   """Moves the content right by sign * 45% of the width at level 10 (whole pixels)."""
-  return transform(image, [1.0, 0.0, -_shift(image, level, sign, 1), 0.0, 1.0, 0.0])
+  return tf.stack([1.0, 0.0, -_shift(shape, level, sign, 1), 0.0, 1.0, 0.0])
 
 
-def translate_y(image, level, sign):
+def translate_y_matrix(shape, level, sign):
   """Moves the content down by sign * 45% of the height at level 10 (whole pixels)."""
-  return transform(image, [1.0, 0.0, 0.0, 0.0, 1.0, -_shift(image, level, sign, 0)])
+  return tf.stack([1.0, 0.0, 0.0, 0.0, 1.0, -_shift(shape, level, sign, 0)])
+
+
+# The geometric ops, by the matrix `transform` applies: output pixel (x, y) <- input pixel
+# (a x + b y + c, d x + e y + f) as [a, b, c, d, e, f], from (image shape, level, sign).
+MATRICES: Dict[str, Callable] = {
+    "rotate": rotate_matrix, "shear_x": shear_x_matrix, "shear_y": shear_y_matrix,
+    "translate_x": translate_x_matrix, "translate_y": translate_y_matrix,
+}
+
+
+def _geometric(name: str) -> Callable:
+  def op(image, level, sign):
+    return transform(image, MATRICES[name](tf.shape(image), level, sign))
+  op.__name__ = name
+  op.__doc__ = MATRICES[name].__doc__
+  return op
+
+
+rotate, shear_x, shear_y = _geometric("rotate"), _geometric("shear_x"), _geometric("shear_y")
+translate_x, translate_y = _geometric("translate_x"), _geometric("translate_y")
 
 
 OPS: Dict[str, Callable] = {
@@ -205,3 +229,27 @@ def randaugment(image: tf.Tensor, num_layers: int = 2, magnitude: float = 10.0, 
     image = tf.switch_case(indices[layer], branches)
     image = tf.ensure_shape(image, static_shape)
   return image
+
+
+
+
+def warp(image_shape, num_layers: int = 2, magnitude: float = 10.0, *, seed) -> tf.Tensor:
+  """Where randaugment(seed) takes each output pixel from, in fractions of the image: float32 (6,)
+  [a, b, c, d, e, f] with input (u', v') = (a u + b v + c, d u + e v + f) for output (u, v), where
+  (u, v) = ((column + 0.5) / W, (row + 0.5) / H). The identity when only colour ops were drawn."""
+  indices, signs = choices(num_layers, seed)
+  level = tf.constant(magnitude, tf.float32)
+  height, width = (tf.cast(image_shape[i], tf.float32) for i in (0, 1))
+  # Pixel <-> fraction: x = u W - 0.5. A pixel-space [a, b, c] row becomes, in fractions,
+  # u' = a u + b v H / W + (c + 0.5 - 0.5 a - 0.5 b) / W (and likewise for v').
+  total = tf.constant(geometry.UNWARPED, tf.float32)
+  for layer in range(num_layers):
+    branches = [lambda name=name, s=signs[layer]: (
+        MATRICES[name](image_shape, level, s) if name in MATRICES
+        else tf.constant(geometry.UNWARPED, tf.float32)) for name in OPS]
+    a, b, c, d, e, f = tf.unstack(tf.switch_case(indices[layer], branches))
+    step = tf.stack([a, b * height / width, (c + 0.5 - 0.5 * a - 0.5 * b) / width,
+                     d * width / height, e, (f + 0.5 - 0.5 * d - 0.5 * e) / height])
+    total = geometry.compose(total, step)
+  return total
+

@@ -10,17 +10,18 @@ Everything here is jnp and jittable, so it can run inside the train step on the 
 `config.loss='token_label'` trains with it: with config.data.score_maps set, the train batch
 carries each image's stored map (SCORE_VALUES, SCORE_INDICES: the top-k logits (B, K, H', W') and
 their class ids) and the crop it shows (CROP (B, 4): top/H, left/W, height/H, width/W of the source
-image, mirrored first with its map where the image was mirrored; data/score_maps.join) besides
-'image' and 'label', and the targets are built from them inside the step.
+image, mirrored first with its map where the image was mirrored; data/score_maps.join), and WARP
+(B, 6), how RandAugment moved the crop's content (data/geometry.py), besides 'image' and 'label';
+the targets are built from them inside the step.
 """
 import dataclasses
 import math
-from typing import NamedTuple, Union
+from typing import NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
 
-from vit_jax.data.batch_keys import CROP, SCORE_INDICES, SCORE_VALUES
+from vit_jax.data.batch_keys import CROP, SCORE_INDICES, SCORE_VALUES, WARP
 from vit_jax.models.interface import DenseOutput
 from vit_jax.models.lvvit import mixtoken_lam
 from vit_jax.train.losses import register_dense_loss
@@ -39,6 +40,8 @@ class ScoreMaps(NamedTuple):
   indices: jax.Array       # (B, K, H', W') their class ids (any numeric dtype)
   crop: jax.Array          # (B, 4) (top/H, left/W, height/H, width/W) of the RandomResizedCrop
   ground_truth: jax.Array  # (B,) dataset label ids
+  # (B, 6) RandAugment's warp of the crop (data/geometry.py: WARP); None: not warped
+  warp: Optional[jax.Array] = None
 
 
 def unpack_official(label_maps_topk: jax.Array) -> ScoreMaps:
@@ -96,6 +99,25 @@ def roi_align(maps: jax.Array, boxes: jax.Array, out: int) -> jax.Array:
   return jax.vmap(one)(maps.astype(jnp.float32), boxes.astype(jnp.float32))
 
 
+def warp_grid(grid: jax.Array, warp: jax.Array) -> jax.Array:
+  """(B, L, L, C) logits on the crop's token grid -> the logits each token of the warped image
+  shows: the cell nearest to where its centre comes from (as the official code moves its maps with
+  RandAugment's geometric ops, order 0), logit 0 for every class where that lies outside the crop.
+
+  warp (B, 6) is [a, b, c, d, e, f]: a token centre (u, v) (fractions of the width and height)
+  comes from (a u + b v + c, d u + e v + f)."""
+  size = grid.shape[1]
+  centres = (jnp.arange(size, dtype=jnp.float32) + 0.5) / size
+  v, u = jnp.meshgrid(centres, centres, indexing="ij")
+  a, b, c, d, e, f = (warp[:, i, None, None].astype(jnp.float32) for i in range(6))
+  col = jnp.floor((a * u + b * v + c) * size).astype(jnp.int32)
+  row = jnp.floor((d * u + e * v + f) * size).astype(jnp.int32)
+  inside = (col >= 0) & (col < size) & (row >= 0) & (row < size)
+  take = jax.vmap(lambda g, r, q: g[r, q])
+  moved = take(grid, jnp.clip(row, 0, size - 1), jnp.clip(col, 0, size - 1))
+  return jnp.where(inside[..., None], moved, 0.0)
+
+
 def _rounded_product(x: jax.Array, factor: int) -> jax.Array:
   """float32(x * factor) rounded once, as torch computes it before subtracting 0.5 from a box edge.
 
@@ -134,7 +156,10 @@ def token_label_targets(maps: ScoreMaps, *, num_classes: int, label_size: int,
       left, top, left + crop_width, top + height)
   boxes = _rounded_product(jnp.stack(corners, axis=1), width) - 0.5
   cls = roi_align(logits, boxes, 1).reshape(batch, num_classes)
-  dense = roi_align(logits, boxes, label_size).reshape(batch, label_size * label_size, num_classes)
+  dense = roi_align(logits, boxes, label_size)
+  if maps.warp is not None:
+    dense = warp_grid(dense, maps.warp)
+  dense = dense.reshape(batch, label_size * label_size, num_classes)
   off = smoothing / num_classes  # the usual smoothed one-hot: 1 - s + s/C on the label, s/C elsewhere
   ground_truth = jax.nn.one_hot(maps.ground_truth, num_classes, dtype=jnp.float32) * (1.0 - smoothing)
   targets = TokenLabelTargets(
@@ -205,7 +230,7 @@ def token_label_loss(output: DenseOutput, batch: dict[str, jax.Array], *, label_
   if label_size * label_size != tokens:
     raise ValueError(f"token labeling needs a square token grid, got {tokens} tokens")
   maps = ScoreMaps(values=batch[SCORE_VALUES], indices=batch[SCORE_INDICES], crop=batch[CROP],
-                   ground_truth=batch["label"])
+                   ground_truth=batch["label"], warp=batch.get(WARP))
   targets = token_label_targets(maps, num_classes=num_classes, label_size=label_size,
                                 smoothing=label_smoothing, official_box_order=official_box_order)
   return TokenLabelCrossEntropy(dense_weight=dense_weight, cls_weight=cls_weight).per_example(
