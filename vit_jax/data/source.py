@@ -32,6 +32,9 @@ class Source(abc.ABC):
   """A labelled image dataset with named splits, read as a deterministic, shardable tf.data."""
   num_classes: int
   multi_label: bool = False  # True: examples carry 'labels' (int32 (n,)) instead of 'label'.
+  # True: read() and num_examples() take sliced split names ('train[:10%]') themselves (TFDS); others
+  # get them from split_slices.with_slices, which get_source applies.
+  slices_natively: bool = False
 
   @abc.abstractmethod
   def num_examples(self, split: str) -> int:

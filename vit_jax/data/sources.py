@@ -20,6 +20,7 @@ from vit_jax import paths
 # The interface and its registry live in source.py, below the sources that implement it; the
 # built-in sources outside this module are imported by name here, which registers them.
 from vit_jax.data import jft  # noqa: F401  # registers 'jft'  # pylint: disable=unused-import
+from vit_jax.data import split_slices
 from vit_jax.data.source import (SOURCES, Source, check_shard, lookup_split,  # noqa: F401
                                  register_source)
 
@@ -55,8 +56,9 @@ def available_sources() -> Tuple[str, ...]:
 
 
 def get_source(data_config: ml_collections.ConfigDict) -> Source:
-  """Builds the source named by data_config.source (see vit_jax.configuration.data_config for the keys)."""
-  return SOURCES.get(data_config.source)(data_config)
+  """Builds the source named by data_config.source (see vit_jax.configuration.data_config for the
+  keys), whose splits may be slices ('train[:10%]', split_slices.py)."""
+  return split_slices.with_slices(SOURCES.get(data_config.source)(data_config))
 
 
 def every_nth(ds: tf.data.Dataset, shard_index: int, shard_count: int,
@@ -231,7 +233,9 @@ class TfdsSource(Source):
   """A TFDS dataset already prepared under data_dir (or downloaded first when download=True).
 
   Shard i of n is TFDS's i-th even sub-split, so a process reads only its own part of the files.
+  Sliced split names ('train[:10%]') are TFDS's own.
   """
+  slices_natively = True
 
   def __init__(self, name: str, data_dir=None, download: bool = False, label_key: str = "label"):
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
