@@ -127,6 +127,8 @@ def _runnable_config():
     ("optim.warmup_steps", 10, "config.optim.warmup_steps=10 is not below config.train.steps=10"),
     ("optim.warmup_steps", -1, "config.optim.warmup_steps=-1"),
     ("init_from", "/no/such/dir", "config.init_from='/no/such/dir' does not exist"),
+    ("data.pseudo_labels", "/no/such/dir", "config.data.pseudo_labels='/no/such/dir' does not exist"),
+    ("data.labeled_repeats", -1, "config.data.labeled_repeats=-1"),
 ])
 def test_values_that_cannot_work_are_rejected_naming_the_key(key, value, expected):
   config = _runnable_config()

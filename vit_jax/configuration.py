@@ -44,6 +44,15 @@ def data_config() -> ml_collections.ConfigDict:
       # A teacher's score maps of the train split (python -m vit_jax.token_labels): train batches
       # then carry each example's map and crop, for config.loss='token_label'.
       "score_maps": "",
+      # Self-training (Noisy Student): the split `python -m vit_jax.pseudo_labels` labels, e.g.
+      # 'train[10%:]' beside train_split='train[:10%]' (slices: vit_jax/data/split_slices.py) ...
+      "unlabeled_split": "",
+      # ... and a directory of such labels: the train split then also holds the examples they kept,
+      # with the teacher's labels as targets (vit_jax/data/pseudo_labeled.py) ...
+      "pseudo_labels": "",
+      # ... among which each train_split example appears this many times per epoch (0: only the
+      # pseudo-labelled examples): sets the ratio of labelled to pseudo-labelled examples.
+      "labeled_repeats": 1,
       "shuffle_buffer": 10_000,  # Train shuffle buffer (encoded examples) per process.
       # False: each process reads its own share of the train split (scales to JFT). True: every
       # process reads the whole split in one global order and decodes only its slice of each
@@ -211,7 +220,7 @@ class ConfigError(ValueError):
 
 
 # Keys that hold local paths or URLs; `expand_paths` expands their `~`.
-PATH_KEYS = ("init_from", "data.root", "data.data_dir")
+PATH_KEYS = ("init_from", "data.root", "data.data_dir", "data.pseudo_labels")
 
 
 def expand_paths(config: ml_collections.ConfigDict) -> None:
@@ -239,7 +248,8 @@ def check_values(config: ml_collections.ConfigDict, workdir: Optional[str] = Non
 
   Checks what can be known before anything is built: positive step intervals and batch sizes,
   batch_size divisible by train.accum_steps, one duration, warmup shorter than train.steps, an
-  init_from that exists (local paths; URLs are not checked) and a workdir that is not a file.
+  init_from and a data.pseudo_labels that exist (local paths; URLs are not checked) and a workdir
+  that is not a file.
   Divisibility by the mesh needs the devices and is checked when the mesh is built.
   """
   train = config.train
@@ -264,6 +274,11 @@ def check_values(config: ml_collections.ConfigDict, workdir: Optional[str] = Non
     raise ConfigError(
         f"config.optim.warmup_steps={config.optim.warmup_steps} is not below config.train.steps="
         f"{train.steps}: lower warmup_steps (or train longer)")
+  _at_least(config, "data.labeled_repeats", 0, "passes over the labelled split per epoch")
+  pseudo_labels = paths.expand(config.data.pseudo_labels)
+  if pseudo_labels and not os.path.isdir(pseudo_labels):
+    raise ConfigError(f"config.data.pseudo_labels={config.data.pseudo_labels!r} does not exist: set "
+                      "it to a directory written by python -m vit_jax.pseudo_labels, or clear it")
   init_from = paths.expand(config.init_from)
   if init_from and not paths.is_url(init_from) and not os.path.exists(init_from):
     raise ConfigError(f"config.init_from={config.init_from!r} does not exist: set it to a workdir, "

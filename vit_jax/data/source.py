@@ -21,6 +21,11 @@ def check_shard(shard_index: int, shard_count: int) -> None:
     raise ValueError(f"shard_index={shard_index} must lie in [0, shard_count={shard_count}).")
 
 
+def source_name(data_config: ml_collections.ConfigDict) -> str:
+  """How stored labels name the source of config.data: 'digits', 'tfds:cifar10', ..."""
+  return data_config.source + (f":{data_config.name}" if data_config.name else "")
+
+
 def lookup_split(splits: Dict, split: str, what: str):
   if split not in splits:
     raise ValueError(f"{what} has no split {split!r}; its splits are {sorted(splits)}. "

@@ -20,7 +20,7 @@ from vit_jax import paths
 # The interface and its registry live in source.py, below the sources that implement it; the
 # built-in sources outside this module are imported by name here, which registers them.
 from vit_jax.data import jft  # noqa: F401  # registers 'jft'  # pylint: disable=unused-import
-from vit_jax.data import split_slices
+from vit_jax.data import pseudo_labeled, split_slices
 from vit_jax.data.source import (SOURCES, Source, check_shard, lookup_split,  # noqa: F401
                                  register_source)
 
@@ -57,8 +57,10 @@ def available_sources() -> Tuple[str, ...]:
 
 def get_source(data_config: ml_collections.ConfigDict) -> Source:
   """Builds the source named by data_config.source (see vit_jax.configuration.data_config for the
-  keys), whose splits may be slices ('train[:10%]', split_slices.py)."""
-  return split_slices.with_slices(SOURCES.get(data_config.source)(data_config))
+  keys), whose splits may be slices ('train[:10%]', split_slices.py) and whose train split also holds
+  the examples of data_config.pseudo_labels when it is set (pseudo_labeled.py)."""
+  source = split_slices.with_slices(SOURCES.get(data_config.source)(data_config))
+  return pseudo_labeled.with_pseudo_labels(source, data_config)
 
 
 def every_nth(ds: tf.data.Dataset, shard_index: int, shard_count: int,
