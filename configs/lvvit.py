@@ -15,7 +15,8 @@ official box order; RandAugment's geometric ops move the targets
 the 10 cool-down epochs.
 
 The digits: 'digits' trains LV-ViT-test plainly, 'digits_token_label' the same model with the same
-budget and seed on score maps of the default job's fine-tuned ViT (README, "Token labeling").
+budget and seed on score maps of the default job's ViT trained with a GAP head (README, "Token
+labeling").
 """
 from vit_jax.configuration import base_config, imagenet_data, small_digits_job
 
@@ -28,7 +29,7 @@ VARIANTS = {
     "lvvit_l": ("LV-ViT-L", 1e-3, 0.3, 3),
 }
 DIGITS = ("digits", "digits_token_label")
-DIGITS_SCORE_MAPS = "workdir/default/score_maps"  # where the README's annotator command writes them
+DIGITS_SCORE_MAPS = "workdir/teacher/score_maps"  # where the README's annotator command writes them
 
 
 def token_labeling(config, *, official_box_order: bool) -> None:

@@ -48,6 +48,12 @@ def annotate(config, teacher: str, output: str, *, top_k: int = 5, grid=None, sh
   model = build_model(config, source.num_classes)
   variables = {"params": restore_params(teacher), **restore_model_state(teacher)}
   _check_teacher(model, variables, size, teacher, config.model_name)
+  if model.interface.pooling != "gap":
+    logging.warning(
+        "the teacher %s classifies by %s pooling, so its head was trained on the pooled token only: "
+        "its scores of single patch tokens are weaker token labels than a GAP model's, whose head "
+        "averages them (docs/architectures.md#token-labeling-pipeline)", teacher,
+        model.interface.pooling)
   score = jax.jit(lambda v, x: top_k_maps(dense_logits(model, v, x), top_k, grid))
   probe, _ = jax.eval_shape(score, variables, jax.ShapeDtypeStruct((1, size, size, 3), np.float32))
   shards = -(-shards // process_count) * process_count

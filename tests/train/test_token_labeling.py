@@ -183,6 +183,7 @@ def test_a_mirrored_images_dense_targets_are_its_unmirrored_targets_mirrored(off
   mirrored[tl.SCORE_INDICES] = batch[tl.SCORE_INDICES][..., ::-1]
   mirrored[tl.CROP] = score_maps.flip_first_crop(batch[tl.CROP], [True, True])
 
+  @jax.jit  # one compilation costs less than the first eager dispatch of every op
   def dense(b):
     maps = tl.ScoreMaps(b[tl.SCORE_VALUES], b[tl.SCORE_INDICES], b[tl.CROP], b["label"])
     return tl.token_label_targets(maps, num_classes=10, label_size=4,
@@ -190,29 +191,36 @@ def test_a_mirrored_images_dense_targets_are_its_unmirrored_targets_mirrored(off
   np.testing.assert_allclose(dense(mirrored), dense(batch)[:, :, ::-1], atol=1e-6)
 
 
-def test_dense_targets_follow_the_pipelines_crops_and_flips(tmp_path):
-  """Images whose red channel is 4 x (source column) and green 4 x (source row), and a map whose top
-  class at cell (i, j) of its 8x8 grid is 8 i + j: through the train pipeline (random crops and
-  flips) and the loss's targets, every token's target class names the source cell that the token's
-  pixels show."""
-  n = 16
+@pytest.fixture(scope="module")
+def ramp(tmp_path_factory):
+  """16 images whose red channel is 4 x (source column) and green 4 x (source row), and their maps,
+  whose top class at cell (i, j) of an 8x8 grid is 8 i + j; a data config training on both."""
+  n, directory = 16, tmp_path_factory.mktemp("ramp_maps")
   rows, cols = np.meshgrid(np.arange(32), np.arange(32), indexing="ij")
   image = np.stack([4 * cols, 4 * rows, np.zeros_like(rows)], axis=-1).astype(np.uint8)
   source = ArraySource("ramp", np.repeat(image[None], n, axis=0), np.zeros(n, np.int32), 64,
                        {"train": np.arange(n)})
   manifest = score_maps.Manifest(source="ramp", split="train", num_classes=64, top_k=1, grid=(8, 8),
                                  examples=n, shards=1)
-  score_maps.start(str(tmp_path), manifest)
+  score_maps.start(str(directory), manifest)
   cells = (8 * np.arange(8)[:, None] + np.arange(8)[None, :])[None, None]  # (1, 1, 8, 8)
-  score_maps.write_shard(str(tmp_path), manifest, 0, [f"ramp/train#{i}" for i in range(n)],
+  score_maps.write_shard(str(directory), manifest, 0, [f"ramp/train#{i}" for i in range(n)],
                          np.full((n, 1, 8, 8), 10.0), np.repeat(cells, n, axis=0))
   data = configuration.data_config()
-  data.update(source="ramp", pp_train="decode", score_maps=str(tmp_path),
+  data.update(source="ramp", pp_train="decode", score_maps=str(directory),
               pp_batch="inception_crop(16, area_min=0.2)|flip_lr")
+  return source, data
+
+
+def test_dense_targets_follow_the_pipelines_crops_and_flips(ramp):
+  """Through the train pipeline (random crops and flips) and the loss's targets, every token's
+  target class names the source cell that the token's pixels show."""
+  source, data = ramp
+  n = source.num_examples("train")
   batch = next(pipeline.train_batches(data, source=source, batch_size=n, image_size=16, seed=3))
   maps = tl.ScoreMaps(batch[tl.SCORE_VALUES], batch[tl.SCORE_INDICES], batch[tl.CROP], batch["label"])
-  dense = tl.token_label_targets(maps, num_classes=64, label_size=4, smoothing=0.0,
-                                 official_box_order=False).dense
+  dense = jax.jit(lambda m: tl.token_label_targets(m, num_classes=64, label_size=4, smoothing=0.0,
+                                                   official_box_order=False).dense)(maps)
   target_cell = np.argmax(dense, axis=-1).reshape(n, 4, 4)
   target_row, target_col = (target_cell // 8 + 0.5) * 4, (target_cell % 8 + 0.5) * 4  # in pixels
   shown = batch["image"].reshape(n, 4, 4, 4, 4, 3).mean(axis=(2, 4)) / 4  # each token's mean pixel
@@ -239,11 +247,20 @@ def test_warped_crops_take_their_token_targets_from_where_each_token_came_from()
 def test_the_loss_reads_the_batchs_warp(official, tmp_path):
   batch = official_batch(official, tmp_path)
   output = DenseOutput(official["out_cls"], official["out_aux"], jnp.zeros(4, jnp.int32))
-  loss_fn = losses.get_loss("token_label")
-  plain = loss_fn(output, batch, label_smoothing=0.1)
-  unwarped = loss_fn(output, {**batch, batch_keys.WARP: np.tile(np.float32([1, 0, 0, 0, 1, 0]),
-                                                                 (2, 1))}, label_smoothing=0.1)
-  turned = loss_fn(output, {**batch, batch_keys.WARP: np.tile(np.float32([-1, 0, 1, 0, -1, 1]),
-                                                               (2, 1))}, label_smoothing=0.1)
+  loss_fn = jax.jit(lambda b: losses.get_loss("token_label")(output, b, label_smoothing=0.1))
+  plain = loss_fn(batch)
+  unwarped = loss_fn({**batch, batch_keys.WARP: np.tile(np.float32([1, 0, 0, 0, 1, 0]), (2, 1))})
+  turned = loss_fn({**batch, batch_keys.WARP: np.tile(np.float32([-1, 0, 1, 0, -1, 1]), (2, 1))})
   np.testing.assert_allclose(unwarped, plain, rtol=1e-6)
   assert np.abs(np.asarray(turned) - np.asarray(plain)).max() > 1e-3
+
+
+def test_a_resumed_stream_carries_the_same_maps_and_geometry(ramp):
+  source, data = ramp
+  stream = pipeline.train_batches(data, source=source, batch_size=8, image_size=16, seed=3)
+  third = [next(stream) for _ in range(3)][-1]
+  resumed = next(pipeline.train_batches(data, source=source, batch_size=8, image_size=16, seed=3,
+                                        start_step=2))
+  assert set(resumed) == set(third)
+  for key in resumed:
+    np.testing.assert_array_equal(resumed[key], third[key])
