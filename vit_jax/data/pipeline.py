@@ -112,8 +112,8 @@ def _preprocessed(examples: tf.data.Dataset, preprocess: pp.Preprocess, source: 
   Images decoded in memory cannot fail to decode: they take one map (per-example map calls
   dominate the cost of small images) to {'image', 'label'}. Encoded images run their decoding ops
   guarded, giving {'image', 'label', guard.KEY, guard.OK}. `mask` adds 'mask' = 1; `keys` adds
-  EXAMPLE_KEY, the source's key of the example; `track_geometry` adds the crop box and flip of
-  the augmentation (geometry.BOX, geometry.FLIPPED).
+  EXAMPLE_KEY, the source's key of the example; `track_geometry` adds the crop box, flip and warp
+  of the augmentation (geometry.BOX, FLIPPED, WARP).
   """
   def outputs(out, key):
     if "label" not in out:
@@ -150,8 +150,8 @@ def _preprocessed(examples: tf.data.Dataset, preprocess: pp.Preprocess, source: 
 
 
 class _tracking:
-  """A pipeline whose examples start as the whole source image, so its crop and flip ops record
-  their geometry (geometry.start)."""
+  """A pipeline whose examples start as the whole source image, so its crop, flip and RandAugment
+  ops record their geometry (geometry.start)."""
 
   def __init__(self, preprocess: pp.Preprocess):
     self._preprocess = preprocess
@@ -243,9 +243,9 @@ def train_batches(data_config: ml_collections.ConfigDict, *, source: Optional[So
       empty; None: data_config.augment.
 
   With data_config.score_maps (a directory of a teacher's maps for this split, see
-  data/score_maps.py), every batch also carries each example's map, mirrored with the image, and the
-  region of the source image it shows (score_maps.SCORE_VALUES, SCORE_INDICES, CROP): the token
-  labeling loss's inputs (train/token_labeling.py).
+  data/score_maps.py), every batch also carries each example's map, mirrored with the image, the
+  region of the source image it shows and how RandAugment warped it (batch_keys.SCORE_VALUES,
+  SCORE_INDICES, CROP, WARP): the token-labeling loss's inputs (train/token_labeling.py).
 
   Returns:
     An iterator (guard.Batches) of {'image': float32 (local_batch, H, W, 3), 'label': int32
