@@ -72,7 +72,8 @@ def test_default_finetune_doubles_the_resolution():
 CONFIG_ARGS = [("default", "pretrain"), ("default", "finetune"), ("bit", "R50x1"), ("bit", "test"),
                ("hybrid", "R50+B/16"), ("hybrid", "test"), ("tnt", "tnt_s"), ("tnt", "test"),
                ("t2t", "t2t_vit_14"), ("t2t", "test"), ("lvvit", "lvvit_s"), ("lvvit", "test"),
-               ("lvvit", "digits_token_label")]
+               ("lvvit", "digits_token_label"), ("noisy_student", "teacher"),
+               ("noisy_student", "student")]
 
 
 def test_every_config_loads_without_jax_or_tensorflow():
