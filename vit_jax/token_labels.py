@@ -38,16 +38,14 @@ def annotate(config, teacher: str, output: str, *, top_k: int = 5, grid=None, sh
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
 
-  from vit_jax.checkpoint import restore_model_state, restore_params  # pylint: disable=import-outside-toplevel
+  from vit_jax import teacher as teachers  # pylint: disable=import-outside-toplevel
   from vit_jax.data import pipeline, score_maps, sources  # pylint: disable=import-outside-toplevel
+  from vit_jax.data.source import source_name  # pylint: disable=import-outside-toplevel
   from vit_jax.models.dense_scores import dense_logits, top_k_maps  # pylint: disable=import-outside-toplevel
-  from vit_jax.train.build import build_model  # pylint: disable=import-outside-toplevel
 
   source = sources.get_source(config.data)
   split, size = config.data.train_split, config.data.image_size
-  model = build_model(config, source.num_classes)
-  variables = {"params": restore_params(teacher), **restore_model_state(teacher)}
-  _check_teacher(model, variables, size, teacher, config.model_name)
+  model, variables = teachers.load(config, source.num_classes, teacher)
   if model.interface.pooling != "gap":
     logging.warning(
         "the teacher %s classifies by %s pooling, so its head was trained on the pooled token only: "
@@ -58,7 +56,7 @@ def annotate(config, teacher: str, output: str, *, top_k: int = 5, grid=None, sh
   probe, _ = jax.eval_shape(score, variables, jax.ShapeDtypeStruct((1, size, size, 3), np.float32))
   shards = -(-shards // process_count) * process_count
   manifest = score_maps.Manifest(
-      source=score_maps.source_name(config.data), split=split, num_classes=source.num_classes, top_k=top_k,
+      source=source_name(config.data), split=split, num_classes=source.num_classes, top_k=top_k,
       grid=tuple(probe.shape[2:]), examples=source.num_examples(split), shards=shards,
       teacher=str(teacher))
   score_maps.start(output, manifest)
@@ -83,26 +81,6 @@ def annotate(config, teacher: str, output: str, *, top_k: int = 5, grid=None, sh
                            np.concatenate(indices))
     done["written"] += 1
   return done
-
-
-def _check_teacher(model, variables, size, teacher, model_name) -> None:
-  """The teacher's parameters must be the config model's, head included (its classes are scored)."""
-  import jax  # pylint: disable=import-outside-toplevel
-  import flax.linen as nn  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  expected = nn.unbox(jax.eval_shape(
-      lambda: model.init(jax.random.key(0), np.zeros((1, size, size, 3), np.float32))))["params"]
-  want = {jax.tree_util.keystr(p): leaf.shape for p, leaf in jax.tree_util.tree_leaves_with_path(expected)}
-  got = {jax.tree_util.keystr(p): np.shape(leaf)
-         for p, leaf in jax.tree_util.tree_leaves_with_path(variables["params"])}
-  differing = [f"{path}: teacher {got.get(path)}, {model_name} {shape}"
-               for path, shape in want.items() if got.get(path) != shape]
-  differing += [f"{path}: only in the teacher" for path in got if path not in want]
-  if differing:
-    raise ValueError(f"the teacher {teacher} is not a {model_name} for {size} px images with this "
-                     f"data's classes ({len(differing)} parameters differ, e.g. "
-                     f"{'; '.join(differing[:3])}); set --config.model_name and "
-                     "--config.data.image_size to the teacher's")
 
 
 def main(argv):

@@ -19,6 +19,7 @@ import tensorflow as tf
 from vit_jax import paths
 from vit_jax.data import batch_keys, geometry, guard, pp, score_maps
 from vit_jax.data.guard import Batches
+from vit_jax.data.source import source_name
 from vit_jax.data.sources import Source, get_source
 
 CROPS = ("inception", "resize")
@@ -322,7 +323,7 @@ def _score_maps(data_config: ml_collections.ConfigDict, source: Source, split: s
                      f"{mixing[0]} from data.pp_batch")
   found = score_maps.read_manifest(directory)
   wanted = dataclasses.replace(
-      found, source=score_maps.source_name(data_config), split=split,
+      found, source=source_name(data_config), split=split,
       num_classes=source.num_classes, examples=source.num_examples(split))
   return score_maps.load(directory, wanted)
 

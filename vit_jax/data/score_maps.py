@@ -138,11 +138,6 @@ class ScoreMaps:
     return self.values[rows], self.indices[rows]
 
 
-def source_name(data_config) -> str:
-  """How manifests name the source of config.data: 'digits', 'tfds:cifar10', ..."""
-  return data_config.source + (f":{data_config.name}" if data_config.name else "")
-
-
 def flip_first_crop(box: np.ndarray, mirrored) -> np.ndarray:
   """(B, 4) boxes of flip-then-crop: the same images as crop-then-flip with `box` (data/geometry.py),
   described as the official token-labeling code does (the source and its map mirrored first, then
