@@ -23,20 +23,23 @@ from ml_collections import config_flags  # noqa: E402
 
 from vit_jax import config_cli, multihost_flags, paths  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config whose model is the teacher's and whose data.unlabeled_split is labelled.",
-    lock_config=True)
-_TEACHER = flags.DEFINE_string("teacher", None, "Training workdir, Orbax step directory or .npz.")
-_OUTPUT = flags.DEFINE_string("output", None, "Directory of the pseudo-labels (resumed if present).")
-_LABELS = flags.DEFINE_enum("labels", "soft", ["soft", "hard"],
-                            "soft: the teacher's class distribution; hard: its top class (one-hot).")
-_THRESHOLD = flags.DEFINE_float("threshold", 0.3, "Examples whose highest probability is below it "
-                                "are dropped (Noisy Student: 0.3 on ImageNet).")
-_PER_CLASS = flags.DEFINE_integer("per_class", 0, "K > 0: K rows per predicted class, the most "
-                                  "confident K or every one duplicated up to K; 0: no balancing.")
-_SHARDS = flags.DEFINE_integer("shards", 16, "Files the probabilities are written in (rounded up to "
-                               "a multiple of the process count).")
-flags.mark_flags_as_required(["config", "teacher", "output"])
+# The flags exist only when this module runs as the command: importing it (tests, other
+# commands, which define flags of the same names) defines none.
+if __name__ == "__main__":
+  _CONFIG = config_flags.DEFINE_config_file(
+      "config", None, "Config whose model is the teacher's and whose data.unlabeled_split is labelled.",
+      lock_config=True)
+  _TEACHER = flags.DEFINE_string("teacher", None, "Training workdir, Orbax step directory or .npz.")
+  _OUTPUT = flags.DEFINE_string("output", None, "Directory of the pseudo-labels (resumed if present).")
+  _LABELS = flags.DEFINE_enum("labels", "soft", ["soft", "hard"],
+                              "soft: the teacher's class distribution; hard: its top class (one-hot).")
+  _THRESHOLD = flags.DEFINE_float("threshold", 0.3, "Examples whose highest probability is below it "
+                                  "are dropped (Noisy Student: 0.3 on ImageNet).")
+  _PER_CLASS = flags.DEFINE_integer("per_class", 0, "K > 0: K rows per predicted class, the most "
+                                    "confident K or every one duplicated up to K; 0: no balancing.")
+  _SHARDS = flags.DEFINE_integer("shards", 16, "Files the probabilities are written in (rounded up to "
+                                 "a multiple of the process count).")
+  flags.mark_flags_as_required(["config", "teacher", "output"])
 
 
 def label(config, teacher: str, output: str, *, mode: str = "soft", threshold: float = 0.3,

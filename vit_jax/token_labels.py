@@ -18,17 +18,20 @@ from ml_collections import config_flags  # noqa: E402
 
 from vit_jax import config_cli, multihost_flags, paths  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config whose model is the teacher's and whose data (train split) is annotated.",
-    lock_config=True)
-_TEACHER = flags.DEFINE_string("teacher", None, "Training workdir, Orbax step directory or .npz.")
-_OUTPUT = flags.DEFINE_string("output", None, "Directory of the score maps (resumed if present).")
-_TOP_K = flags.DEFINE_integer("top_k", 5, "Classes kept per grid cell (official: 5).")
-_GRID = flags.DEFINE_string("grid", "", "HxW of the stored maps, e.g. 14x14; empty: the teacher's own "
-                            "grid (its token grid or feature map).")
-_SHARDS = flags.DEFINE_integer("shards", 16, "Files the split's maps are written in (rounded up to a "
-                               "multiple of the process count).")
-flags.mark_flags_as_required(["config", "teacher", "output"])
+# The flags exist only when this module runs as the command: importing it (tests, other
+# commands, which define flags of the same names) defines none.
+if __name__ == "__main__":
+  _CONFIG = config_flags.DEFINE_config_file(
+      "config", None, "Config whose model is the teacher's and whose data (train split) is annotated.",
+      lock_config=True)
+  _TEACHER = flags.DEFINE_string("teacher", None, "Training workdir, Orbax step directory or .npz.")
+  _OUTPUT = flags.DEFINE_string("output", None, "Directory of the score maps (resumed if present).")
+  _TOP_K = flags.DEFINE_integer("top_k", 5, "Classes kept per grid cell (official: 5).")
+  _GRID = flags.DEFINE_string("grid", "", "HxW of the stored maps, e.g. 14x14; empty: the teacher's own "
+                              "grid (its token grid or feature map).")
+  _SHARDS = flags.DEFINE_integer("shards", 16, "Files the split's maps are written in (rounded up to a "
+                                 "multiple of the process count).")
+  flags.mark_flags_as_required(["config", "teacher", "output"])
 
 
 def annotate(config, teacher: str, output: str, *, top_k: int = 5, grid=None, shards: int = 16,
