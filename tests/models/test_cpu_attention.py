@@ -127,13 +127,23 @@ def test_a_failing_compiler_is_reported_with_its_command(tmp_path, monkeypatch):
   assert not list(tmp_path.glob("*.so"))  # nothing partial is left where a reader would find it
 
 
-def test_an_empty_cache_gets_a_compiled_library_that_later_builds_reuse(tmp_path, monkeypatch):
-  monkeypatch.setenv("VIT_JAX_KERNEL_CACHE", str(tmp_path))
-  library = cpu_attention.build()  # compiles (about 20 s)
-  assert library.parent == tmp_path and library.suffix == ".so"
-  built_at = library.stat().st_mtime_ns
-  assert cpu_attention.build() == library and library.stat().st_mtime_ns == built_at
-  assert [path.name for path in tmp_path.iterdir()] == [library.name]  # no scratch files left
+def test_an_empty_cache_gets_the_compilers_library_that_later_builds_reuse(tmp_path, monkeypatch):
+  """The cache's contract, with a stand-in compiler that logs its calls and writes its -o file (the
+  real compilation runs in every other test of this file whenever the cache lacks the library, and
+  took about 20 s here)."""
+  cache, calls = tmp_path / "cache", tmp_path / "calls"
+  compiler = tmp_path / "c++"
+  compiler.write_text('#!/bin/sh\necho "$@" >> "%s"\nwhile [ "$1" != -o ]; do shift; done\n'
+                      'printf library > "$2"\n' % calls)
+  compiler.chmod(0o755)
+  monkeypatch.setenv("VIT_JAX_KERNEL_CACHE", str(cache))
+  monkeypatch.setenv("CXX", str(compiler))
+  library = cpu_attention.build()
+  assert library.parent == cache and library.suffix == ".so" and library.read_text() == "library"
+  assert str(cpu_attention.SOURCE) in calls.read_text()
+  assert cpu_attention.build() == library
+  assert len(calls.read_text().splitlines()) == 1  # the second build found it
+  assert [path.name for path in cache.iterdir()] == [library.name]  # no scratch files left
 
 
 def test_models_load_neither_kernels_nor_sharding_code_unless_the_kernel_is_chosen():
