@@ -11,12 +11,15 @@ from vit_jax.models.dense_scores import dense_logits, top_k_maps
 
 
 def random_variables(model, images, seed=0):
-  """Initialised variables with every parameter redrawn (heads start at zero in some families)."""
-  variables = nn.unbox(model.init(jax.random.key(seed), images))
-  leaves, tree = jax.tree.flatten(variables["params"])
+  """Variables of the model's shapes, all drawn at random (heads start at zero in some families;
+  statistics such as BatchNorm's are drawn positive), without running its initialisers."""
+  shapes = nn.unbox(jax.eval_shape(model.init, jax.random.key(seed), images))
+  leaves, tree = jax.tree.flatten(shapes)
   keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
-  params = [0.3 * jax.random.normal(key, leaf.shape) for key, leaf in zip(keys, leaves)]
-  return {**variables, "params": jax.tree.unflatten(tree, params)}
+  drawn = [0.3 * jax.random.normal(key, leaf.shape) for key, leaf in zip(keys, leaves)]
+  variables = jax.tree.unflatten(tree, drawn)
+  return {name: collection if name == "params" else jax.tree.map(lambda x: jnp.abs(x) + 0.5, collection)
+          for name, collection in variables.items()}
 
 
 @pytest.mark.parametrize("name, fields, grid", [
@@ -26,10 +29,11 @@ def test_the_mean_of_a_pooled_models_map_is_its_logits(name, fields, grid):
   model = create_model(name, num_classes=7, **fields)
   images = jax.random.normal(jax.random.key(2), (2, model.image_size, model.image_size, 3))
   variables = random_variables(model, images)
-  scores = dense_logits(model, variables, images)
+  # Compiled: a ResNet's first eager dispatch of every op costs more than compiling it whole.
+  scores, logits = jax.jit(lambda v, x: (dense_logits(model, v, x), model.apply(v, x)))(
+      variables, images)
   assert scores.shape == (2, *grid, 7)
-  np.testing.assert_allclose(jnp.mean(scores, axis=(1, 2)), model.apply(variables, images),
-                             atol=2e-5, rtol=1e-5)
+  np.testing.assert_allclose(jnp.mean(scores, axis=(1, 2)), logits, atol=2e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["ViT-micro/4", "LV-ViT-test"])
@@ -47,8 +51,9 @@ def test_a_class_token_models_map_is_its_per_token_head_on_the_patch_tokens(name
         **variables, "params": {k: v for k, v in variables["params"].items() if k != "aux_head"}}
   else:
     teacher, teacher_variables = model, variables
-  scores = dense_logits(teacher, teacher_variables, images)
-  dense = model.clone(return_dense=True).apply(variables, images)
+  scores, dense = jax.jit(lambda tv, v, x: (
+      dense_logits(teacher, tv, x), model.clone(return_dense=True).apply(v, x)))(
+          teacher_variables, variables, images)
   side = scores.shape[1]
   np.testing.assert_allclose(scores.reshape(2, side * side, 7), dense.token_logits, atol=2e-5)
 
