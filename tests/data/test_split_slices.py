@@ -87,3 +87,8 @@ def test_overlap_counts_shared_positions_of_one_split():
   first, rest = split_slices.resolve("train[:10%]", 1438), split_slices.resolve("train[10%:]", 1438)
   assert (first.overlap(rest), first.overlap(split_slices.resolve("train[100:200]", 1438))) == (0, 44)
   assert first.overlap(split_slices.resolve("test", 359)) == 0
+
+
+def test_messages_name_the_source_not_its_wrapper():
+  data = configuration.data_config()
+  assert sources.get_source(data).describe() == "ArraySource"

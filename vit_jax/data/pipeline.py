@@ -99,7 +99,7 @@ def _read(source: Source, split: str, process_index: int, process_count: int) ->
   examples = source.read(split, process_index, process_count)
   missing = {"image", "index", guard.KEY} - set(examples.element_spec)
   if missing:
-    raise ValueError(f"{type(source).__name__}.read() gives examples without {sorted(missing)}: a "
+    raise ValueError(f"{source.describe()}.read() gives examples without {sorted(missing)}: a "
                      "source must add 'index' and 'key' to each example (see sources.every_nth).")
   return examples
 
@@ -209,7 +209,7 @@ def slices_of_global_batches(examples: tf.data.Dataset, local_batch: int, proces
 
 
 def _describe(source: Source, split: str, process_index: int, process_count: int) -> str:
-  return (f"{type(source).__name__} split {split!r}" +
+  return (f"{source.describe()} split {split!r}" +
           (f" (process {process_index} of {process_count})" if process_count > 1 else ""))
 
 

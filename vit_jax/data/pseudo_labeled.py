@@ -57,6 +57,9 @@ class PseudoLabeledSource(Source):
       raise AttributeError(name)
     return getattr(self.base, name)
 
+  def describe(self) -> str:
+    return f"{self.base.describe()} with pseudo-labels"
+
   def num_examples(self, split: str) -> int:
     return len(self._order) if split == self.labeled_split else self.base.num_examples(split)
 

@@ -57,6 +57,10 @@ class Source(abc.ABC):
     The shards of one split are disjoint and together hold every example once.
     """
 
+  def describe(self) -> str:
+    """What messages call this source; a wrapper names the source it wraps."""
+    return type(self).__name__
+
   def files(self, split: str, shard_index: int = 0, shard_count: int = 1) -> List[str]:
     """The record files that shard reads (to name an unreadable one); [] if it reads none."""
     del split, shard_index, shard_count

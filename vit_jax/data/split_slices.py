@@ -117,6 +117,9 @@ class SlicedSplits(Source):
       raise AttributeError(name)
     return getattr(self.base, name)
 
+  def describe(self) -> str:
+    return self.base.describe()
+
   def num_examples(self, split: str) -> int:
     return len(positions(self.base, split)) if is_sliced(split) else self.base.num_examples(split)
 

@@ -104,7 +104,7 @@ def classification(s: Setup, source, data_config, split: str, batch_size: int) -
 def multilabel(s: Setup, source, data_config, split: str, batch_size: int) -> Run:
   """Precision@1 and mean average precision (plus top-1/top-5 and loss) for multi-hot labels."""
   if not s.multi_label:
-    raise ValueError(f"the 'multilabel' evaluator needs multi-label data; {type(source).__name__} "
+    raise ValueError(f"the 'multilabel' evaluator needs multi-label data; {source.describe()} "
                      "has one label per example: use type='classification'")
   return classification(s, source, data_config, split, batch_size)
 
