@@ -220,7 +220,7 @@ class ConfigError(ValueError):
 
 
 # Keys that hold local paths or URLs; `expand_paths` expands their `~`.
-PATH_KEYS = ("init_from", "data.root", "data.data_dir", "data.pseudo_labels")
+PATH_KEYS = ("init_from", "data.root", "data.data_dir", "data.pseudo_labels", "data.score_maps")
 
 
 def expand_paths(config: ml_collections.ConfigDict) -> None:
@@ -248,8 +248,8 @@ def check_values(config: ml_collections.ConfigDict, workdir: Optional[str] = Non
 
   Checks what can be known before anything is built: positive step intervals and batch sizes,
   batch_size divisible by train.accum_steps, one duration, warmup shorter than train.steps, an
-  init_from and a data.pseudo_labels that exist (local paths; URLs are not checked) and a workdir
-  that is not a file.
+  init_from, a data.pseudo_labels and a data.score_maps that exist (local paths; URLs are not
+  checked), score maps for the token_label loss, and a workdir that is not a file.
   Divisibility by the mesh needs the devices and is checked when the mesh is built.
   """
   train = config.train
@@ -279,6 +279,14 @@ def check_values(config: ml_collections.ConfigDict, workdir: Optional[str] = Non
   if pseudo_labels and not os.path.isdir(pseudo_labels):
     raise ConfigError(f"config.data.pseudo_labels={config.data.pseudo_labels!r} does not exist: set "
                       "it to a directory written by python -m vit_jax.pseudo_labels, or clear it")
+  score_maps = paths.expand(config.data.score_maps)
+  if score_maps and not os.path.isdir(score_maps):
+    raise ConfigError(f"config.data.score_maps={config.data.score_maps!r} does not exist: set it to "
+                      "a directory written by python -m vit_jax.token_labels, or clear it")
+  if config.loss == "token_label" and not score_maps:
+    raise ConfigError("config.loss='token_label' trains on a teacher's score maps, and "
+                      "config.data.score_maps is empty: write them with python -m "
+                      "vit_jax.token_labels and set --config.data.score_maps to their directory")
   init_from = paths.expand(config.init_from)
   if init_from and not paths.is_url(init_from) and not os.path.exists(init_from):
     raise ConfigError(f"config.init_from={config.init_from!r} does not exist: set it to a workdir, "

@@ -41,8 +41,13 @@ def main(argv, kept_pages: host_memory.Outcome):
   with multihost.stop_together():
     from vit_jax.data.sources import hide_gpus_from_tensorflow  # pylint: disable=import-outside-toplevel
     hide_gpus_from_tensorflow()
+    from vit_jax.data.pseudo_label_store import PseudoLabelError  # pylint: disable=import-outside-toplevel
+    from vit_jax.data.score_maps import ScoreMapError  # pylint: disable=import-outside-toplevel
     from vit_jax.train.loop import train_and_evaluate  # pylint: disable=import-outside-toplevel
-    result = train_and_evaluate(config, workdir, restore_step=_RESTORE_STEP.value)
+    try:
+      result = train_and_evaluate(config, workdir, restore_step=_RESTORE_STEP.value)
+    except (ScoreMapError, PseudoLabelError) as e:  # a teacher's output made for other data
+      raise SystemExit(f"error: {e}") from None
   print(f"test loss: {result['test_loss']:.4f} over {int(result['test_examples'])} examples")
   print(f"final test accuracy: {result['test_accuracy']:.3f}")
 
