@@ -66,7 +66,7 @@ def _dummy_input(model: nn.Module) -> jax.ShapeDtypeStruct:
   return jax.ShapeDtypeStruct((1, model.image_size, model.image_size, 3), jnp.float32)
 
 
-def _expected_leaves(model: nn.Module) -> dict[str, jax.ShapeDtypeStruct]:
+def expected_leaves(model: nn.Module) -> dict[str, jax.ShapeDtypeStruct]:
   """Shapes and dtypes of every variable ('collection/path'), from an abstract init (no memory used)."""
   variables = jax.eval_shape(
       lambda x: model.init(jax.random.key(0), x, train=False), _dummy_input(model))
@@ -113,7 +113,7 @@ def from_torch_variables(name: str, state_dict: Mapping[str, Any], *, allow_miss
     raise NotImplementedError(
         f"no torch converter for {name} ({type(model).__name__}); known: "
         f"{', '.join(c.__name__ for c in CONVERTERS)}")
-  expected = _expected_leaves(model)
+  expected = expected_leaves(model)
   rules = [r._replace(ours=f"{r.collection}/{r.ours}") for r in converter(model, state_dict)]
   by_path = {r.ours: r for r in rules if r.ours in expected}
   read, missing, mismatched, leaves = set(), [], [], {}

@@ -11,7 +11,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from vit_jax.convert.rules import Rule, conv_kernel, identity
+from vit_jax.convert.rules import Layout, Rule, conv_kernel, identity
 from vit_jax.convert.vit import vit_rules
 from vit_jax.models.hybrid import HybridVisionTransformer
 from vit_jax.models.resnet import ResNetV2
@@ -32,9 +32,9 @@ def _check_supported(keys: Iterable[str], table: dict[str, str], model_name: str
       raise ValueError(f"the state dict holds {found[:4]}: {feature}, which {model_name} does not have.")
 
 
-def _head_conv_kernel(w: np.ndarray) -> np.ndarray:
-  """timm's 1x1 conv classifier (classes, C, 1, 1) -> Dense kernel (C, classes)."""
-  return w.reshape(w.shape[0], w.shape[1]).T
+# timm's 1x1 conv classifier (classes, C, 1, 1) -> Dense kernel (C, classes).
+_head_conv_kernel = Layout(lambda w: w.reshape(w.shape[0], w.shape[1]).T,
+                           lambda shape: (shape[1], shape[0], 1, 1))
 
 
 def _norm(ours: str, theirs: str) -> list[Rule]:

@@ -1,12 +1,26 @@
 """The vocabulary of the family converters: a Rule maps one of our variables to a torch key with a layout
 change; the helpers below build the rules that recur (LayerNorm, Linear, fused q/k/v, attention proj).
+Each layout change also states the torch shape it reads, so that the same rules run backwards
+(vit_jax/convert/to_torch.py) and an export can never drift from the import.
 Torch is never imported: state dicts arrive as numpy arrays.
 """
+import math
 from typing import Any, Callable, Mapping, NamedTuple
 
 import numpy as np
 
-Transform = Callable[[np.ndarray], np.ndarray]
+Shape = tuple[int, ...]
+
+
+class Layout(NamedTuple):
+  """A torch -> ours layout change (called like a function) and, for export, the torch shape that
+  gives one of our shapes. Layouts only move, split and reshape values, never compute new ones."""
+  forward: Callable[[np.ndarray], np.ndarray]
+  torch_shape: Callable[[Shape], Shape]
+
+  def __call__(self, w: np.ndarray) -> np.ndarray:
+    return self.forward(w)
+
 
 
 class Rule(NamedTuple):
@@ -16,37 +30,38 @@ class Rule(NamedTuple):
   """
   ours: str
   torch_key: str
-  transform: Transform
+  transform: Layout
   collection: str = "params"
 
 
-def identity(x: np.ndarray) -> np.ndarray:
-  return x
+identity = Layout(lambda x: x, lambda shape: shape)
+
+# torch Linear weight (out, in) -> Dense kernel (in, out).
+linear_kernel = Layout(lambda w: w.T, lambda shape: shape[::-1])
+
+# torch Conv2d weight OIHW -> Flax Conv kernel HWIO.
+conv_kernel = Layout(lambda w: w.transpose(2, 3, 1, 0),
+                     lambda shape: (shape[3], shape[2], shape[0], shape[1]))
 
 
-def linear_kernel(w: np.ndarray) -> np.ndarray:
-  """torch Linear weight (out, in) -> Dense kernel (in, out)."""
-  return w.T
+def qkv_kernel(part: int, num_heads: int, parts: int = 3) -> Layout:
+  """Fused Linear weight (parts*D, D), rows [q; k; v] (or TNT's [q; k], or v alone with parts=1)
+  -> one of them as a (D, heads, head_dim) kernel."""
+  return Layout(
+      lambda w: w.reshape(parts, -1, w.shape[1])[part].T.reshape(w.shape[1], num_heads, -1),
+      lambda shape: (parts * shape[1] * shape[2], shape[0]))
 
 
-def conv_kernel(w: np.ndarray) -> np.ndarray:
-  """torch Conv2d weight OIHW -> Flax Conv kernel HWIO."""
-  return w.transpose(2, 3, 1, 0)
-
-
-def qkv_kernel(part: int, num_heads: int) -> Transform:
-  """Fused qkv Linear weight (3*D, D), rows [q; k; v] -> one of them as a (D, heads, head_dim) kernel."""
-  return lambda w: w.reshape(3, -1, w.shape[1])[part].T.reshape(w.shape[1], num_heads, -1)
-
-
-def qkv_bias(part: int, num_heads: int) -> Transform:
+def qkv_bias(part: int, num_heads: int) -> Layout:
   """Fused qkv bias (3*D,) -> one of q/k/v as (heads, head_dim)."""
-  return lambda b: b.reshape(3, num_heads, -1)[part]
+  return Layout(lambda b: b.reshape(3, num_heads, -1)[part],
+                lambda shape: (3 * math.prod(shape),))
 
 
-def out_kernel(num_heads: int) -> Transform:
+def out_kernel(num_heads: int) -> Layout:
   """Attention proj Linear weight (D_out, heads*head_dim) -> (heads, head_dim, D_out) kernel."""
-  return lambda w: w.T.reshape(num_heads, -1, w.shape[0])
+  return Layout(lambda w: w.T.reshape(num_heads, -1, w.shape[0]),
+                lambda shape: (shape[2], shape[0] * shape[1]))
 
 
 def layer_norm_rules(ours: str, theirs: str) -> list[Rule]:

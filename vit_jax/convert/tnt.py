@@ -3,29 +3,27 @@
 timm names, layouts and the official ones are in docs/architectures.md#tnt-op-order and
 #tnt-official-names.
 """
+import math
 import re
 from typing import Mapping
 
 import numpy as np
 
-from vit_jax.convert.rules import (Rule, Transform, conv_kernel, dense_rules, identity,
-                                   layer_norm_rules, out_kernel)
+from vit_jax.convert.rules import (Layout, Rule, Shape, conv_kernel, dense_rules, identity,
+                                   layer_norm_rules, out_kernel, qkv_kernel)
 from vit_jax.models.tnt import TransformerInTransformer
 
 
-def _qk_kernel(part: int, num_heads: int) -> Transform:
-  """Fused qk Linear weight (2*D, D), rows [q; k] -> one of them as a (D, heads, head_dim) kernel."""
-  return lambda w: w.reshape(2, -1, w.shape[1])[part].T.reshape(w.shape[1], num_heads, -1)
+def _pixel_pos_torch_shape(shape: Shape) -> Shape:
+  side = math.isqrt(shape[1])
+  if side * side != shape[1]:
+    raise ValueError(f"pixel_pos_embedding {shape}: {shape[1]} words do not form a square grid")
+  return (shape[0], shape[2], side, side)
 
 
-def _v_kernel(num_heads: int) -> Transform:
-  """v Linear weight (D, D) -> (D, heads, head_dim) kernel."""
-  return lambda w: w.T.reshape(w.shape[1], num_heads, -1)
-
-
-def _pixel_pos(w: np.ndarray) -> np.ndarray:
-  """timm pixel_pos (1, c, rows, cols), added before the words are flattened -> ours (1, words, c)."""
-  return w.reshape(w.shape[0], w.shape[1], -1).transpose(0, 2, 1)
+# timm pixel_pos (1, c, rows, cols), added before the words are flattened -> ours (1, words, c).
+_pixel_pos = Layout(lambda w: w.reshape(w.shape[0], w.shape[1], -1).transpose(0, 2, 1),
+                    _pixel_pos_torch_shape)
 
 
 # State dicts that are some other TNT: converting them would compute a different function.
@@ -56,9 +54,9 @@ def tnt_rules(model: TransformerInTransformer, state_dict: Mapping[str, np.ndarr
   def encoder(ours, attn, norm1, norm2, mlp, heads):
     mha = f"{ours}/MultiHeadDotProductAttention_0"
     return (layer_norm(f"{ours}/LayerNorm_0", norm1)
-            + [Rule(f"{mha}/query/kernel", f"{attn}.qk.weight", _qk_kernel(0, heads)),
-               Rule(f"{mha}/key/kernel", f"{attn}.qk.weight", _qk_kernel(1, heads)),
-               Rule(f"{mha}/value/kernel", f"{attn}.v.weight", _v_kernel(heads)),
+            + [Rule(f"{mha}/query/kernel", f"{attn}.qk.weight", qkv_kernel(0, heads, parts=2)),
+               Rule(f"{mha}/key/kernel", f"{attn}.qk.weight", qkv_kernel(1, heads, parts=2)),
+               Rule(f"{mha}/value/kernel", f"{attn}.v.weight", qkv_kernel(0, heads, parts=1)),
                Rule(f"{mha}/out/kernel", f"{attn}.proj.weight", out_kernel(heads)),
                Rule(f"{mha}/out/bias", f"{attn}.proj.bias", identity)]
             + layer_norm(f"{ours}/LayerNorm_1", norm2)
