@@ -112,6 +112,12 @@ def sinusoid_table(num_positions: int, dim: int) -> np.ndarray:
 
 
 ATTENTION_IMPLS = ("xla", "fused", "cpu")
+# The collection the XLA attention path sows its softmax weights into, (B, heads, queries, keys) per
+# attention module under the name "weights". Sowing is a no-op unless a caller makes the collection
+# mutable (`model.apply(..., mutable=[ATTENTION_WEIGHTS])`, unrolled layers) and never happens in
+# init, so no model's variables hold it: the default model computes exactly what it computed before,
+# and callers reading 'intermediates' do not carry the weights.
+ATTENTION_WEIGHTS = "attention_weights"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,13 +247,16 @@ class MultiHeadDotProductAttention(nn.Module):
     return HeadMerge(features, o.dtype, name="out")(y)
 
   def _softmax_attention(self, q, k, v, deterministic):
-    """einsum + softmax (+ dropout on the weights), q already scaled. Head-major (b, h, n, d)
+    """einsum + softmax (+ dropout on the weights), q already scaled; the weights before dropout are
+    sown into ATTENTION_WEIGHTS (fused and cpu never form them). Head-major (b, h, n, d)
     operands keep each head's tokens contiguous for the batched matmuls, the layout XLA:CPU runs
     fastest (experiments/README.md, "attention layout")."""
     dtype = self.options.dtype
     q, k, v = (t.transpose(0, 2, 1, 3) for t in (q, k, v))
     logits = einsum("bhqd,bhkd->bhqk", q, k, jnp.float32)  # softmax in float32
     weights = jax.nn.softmax(logits, axis=-1).astype(dtype)
+    if not self.is_initializing():  # only when asked (see ATTENTION_WEIGHTS)
+      self.sow(ATTENTION_WEIGHTS, "weights", weights)
     weights = nn.Dropout(self.options.attention_dropout_rate)(weights, deterministic=deterministic)
     return einsum("bhqk,bhkd->bhqd", weights, v, dtype).transpose(0, 2, 1, 3)
 
