@@ -62,6 +62,7 @@ def test_writer_skips_unreadable_images_and_records_them(written):
 def test_reader_gives_every_image_once_with_its_variable_length_labels(written):
   source = sources.get_source(_config(written))
   assert source.multi_label and source.num_classes == NUM_CLASSES
+  assert source.class_names() == [str(i) for i in range(NUM_CLASSES)]  # none were written: the ids
   assert source.num_examples("train") == NUM_IMAGES
   examples = _examples(source.read("train"))
   assert sorted(int(ex["index"]) for ex in examples) == list(range(NUM_IMAGES))
@@ -106,6 +107,13 @@ def test_train_batches_have_multi_hot_targets_and_eval_masks_padding(written):
                                        process_count=2))
   assert sources.get_source(config).shard_size("train", 1, 2) == 6  # Shards 1 and 3.
   assert np.concatenate([b["mask"] for b in batches]).tolist() == [1] * 6 + [0] * 2
+
+
+def test_class_names_written_with_the_data_name_the_classes(tmp_path):
+  names = ["cat", "dog", "eel", "fox", "gnu", "hen"]
+  jft.write_split(str(tmp_path), "train", [("a.png", _png(0), [1])], num_classes=NUM_CLASSES,
+                  num_shards=1, class_names=names)
+  assert sources.get_source(_config(str(tmp_path))).class_names() == names
 
 
 def test_labels_outside_num_classes_are_an_error_naming_the_image(tmp_path):

@@ -47,6 +47,7 @@ def test_default_config_names_every_key_and_rejects_typos():
 
 def test_digits_has_10_classes_and_1797_images_split_80_20(digits):
   assert digits.num_classes == 10
+  assert digits.class_names() == ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]  # the default
   assert digits.num_examples("train") == 1438
   assert digits.num_examples("test") == 359
 
@@ -144,6 +145,9 @@ def test_folder_classes_are_sorted_subdirectories_and_images_decode_to_rgb(tmp_p
   _make_folder(str(tmp_path))
   source = sources.get_source(_config(source="folder", root=str(tmp_path), test_fraction=0.5))
   assert source.num_classes == 2 and source.classes == ["cat", "dog"]
+  assert source.class_names() == ["cat", "dog"]
+  assert sources.get_source(_config(source="folder", root=str(tmp_path), test_fraction=0.5,
+                                    test_split="test[:1]")).class_names() == ["cat", "dog"]
   assert source.num_examples("train") + source.num_examples("test") == 6
   examples = _examples(source.read("train")) + _examples(source.read("test"))
   assert sorted(ex["label"] for ex in examples) == [0, 0, 0, 1, 1, 1]
@@ -256,7 +260,7 @@ def tiny_tfds_dir(tmp_path_factory):
 def test_tfds_reads_a_prepared_dataset_as_rgb_uint8(tiny_tfds_dir):
   source = sources.get_source(_config(source="tfds", name="vit_jax_tiny_gray",
                                       data_dir=tiny_tfds_dir))
-  assert source.num_classes == 3
+  assert source.num_classes == 3 and source.class_names() == ["0", "1", "2"]  # ClassLabel's names
   assert source.num_examples("train") == 9 and source.num_examples("test") == 4
   examples = _examples(source.read("train"))
   assert len(examples) == 9

@@ -56,11 +56,12 @@ def test_run_writes_metrics_checkpoints_and_tensorboard(six_step_run):
   assert checkpoint.Checkpointer(workdir / "checkpoints").all_steps() == [3, 6]
 
 
-def test_the_workdir_keeps_the_resolved_config(six_step_run):
+def test_the_workdir_keeps_the_resolved_config_and_the_class_names(six_step_run):
   workdir, _ = six_step_run
   saved = json.loads((workdir / "config.json").read_text())
   assert saved["model_name"] == "ViT-micro/4" and saved["train"]["steps"] == 6
   assert saved["evals"]["test"]["type"] == "classification"
+  assert json.loads((workdir / "class_names.json").read_text()) == [str(i) for i in range(10)]
 
 
 def test_restart_continues_from_the_saved_step_to_the_same_result(six_step_run, tmp_path, capsys):

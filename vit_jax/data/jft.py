@@ -106,7 +106,7 @@ class JftSource(source.Source):
     self._dir = directory
     self._info = read_info(directory)
     self.num_classes = int(self._info["num_classes"])
-    self.class_names = self._info.get("class_names")
+    self._class_names = self._info.get("class_names")
     for split, entry in self._info["splits"].items():
       missing = [f["name"] for f in entry["files"]
                  if not tf.io.gfile.exists(os.path.join(directory, f["name"]))]
@@ -121,6 +121,10 @@ class JftSource(source.Source):
 
   def num_examples(self, split: str) -> int:
     return sum(f["num_examples"] for f in self._files(split))
+
+  def class_names(self) -> List[str]:
+    """The names written with the data (jft_write --class_names), else the ids."""
+    return list(self._class_names) if self._class_names else super().class_names()
 
   def _assignment(self, split: str, shard_index: int, shard_count: int):
     """(files as (path, first index, count), example-level shard or None) of one shard."""

@@ -60,6 +60,9 @@ class PseudoLabeledSource(Source):
   def describe(self) -> str:
     return f"{self.base.describe()} with pseudo-labels"
 
+  def class_names(self) -> List[str]:
+    return self.base.class_names()
+
   def num_examples(self, split: str) -> int:
     return len(self._order) if split == self.labeled_split else self.base.num_examples(split)
 

@@ -61,6 +61,11 @@ class Source(abc.ABC):
     """What messages call this source; a wrapper names the source it wraps."""
     return type(self).__name__
 
+  def class_names(self) -> List[str]:
+    """The name of every class, by label id (saved with a run so that predictions name classes);
+    by default the ids themselves, '0', '1', ..."""
+    return [str(i) for i in range(self.num_classes)]
+
   def files(self, split: str, shard_index: int = 0, shard_count: int = 1) -> List[str]:
     """The record files that shard reads (to name an unreadable one); [] if it reads none."""
     del split, shard_index, shard_count

@@ -204,6 +204,9 @@ class FolderSource(Source):
   def num_examples(self, split: str) -> int:
     return len(lookup_split(self._files, split, f"image folder {self._root}"))
 
+  def class_names(self) -> List[str]:
+    return list(self.classes)
+
   def read(self, split: str, shard_index: int = 0, shard_count: int = 1) -> tf.data.Dataset:
     files = lookup_split(self._files, split, f"image folder {self._root}")
     keys = [p for p, _ in files]
@@ -263,8 +266,13 @@ class TfdsSource(Source):
                          "only image classification datasets are supported (see data.label_key).")
     label = features[label_key]
     self.multi_label = isinstance(label, tfds.features.Sequence)
-    self.num_classes = int((label.feature if self.multi_label else label).num_classes)
+    self._label = label.feature if self.multi_label else label
+    self.num_classes = int(self._label.num_classes)
     self._name, self._label_key, self._tfds = name, label_key, tfds
+
+  def class_names(self) -> List[str]:
+    """The ClassLabel's names (TFDS gives the ids as names when the dataset defines none)."""
+    return [str(name) for name in self._label.names]
 
   def _subsplits(self, split: str, shard_count: int):
     subsplits = self._tfds.even_splits(split, shard_count)

@@ -120,6 +120,9 @@ class SlicedSplits(Source):
   def describe(self) -> str:
     return self.base.describe()
 
+  def class_names(self) -> List[str]:
+    return self.base.class_names()
+
   def num_examples(self, split: str) -> int:
     return len(positions(self.base, split)) if is_sliced(split) else self.base.num_examples(split)
 

@@ -17,7 +17,7 @@ import numpy as np
 import tqdm
 from jax.experimental import multihost_utils
 
-from vit_jax import checkpoint, configuration, flops, parallel, paths
+from vit_jax import checkpoint, configuration, flops, parallel, paths, run_files
 from vit_jax.data import pipeline, sources
 from vit_jax.train import build, finiteness, optim
 from vit_jax.train import evaluators as evaluators_lib
@@ -209,6 +209,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     source = sources.get_source(config.data)
     s = setup(config, source)
     save_config(config, workdir)
+    if jax.process_index() == 0:  # for the commands that name classes (python -m vit_jax.predict)
+      run_files.write_class_names(workdir, source.class_names())
     ckpt = stack.enter_context(checkpoint.Checkpointer(
         os.path.join(workdir, "checkpoints"), save_every=config.train.checkpoint_every,
         keep=config.train.keep_checkpoints))
