@@ -306,21 +306,31 @@ def test_undecodable_train_images_are_skipped_counted_and_refilled_from_their_ba
   assert batches.skipped + evaluation.skipped == 2
 
 
-def test_eval_batches_with_keys_name_each_real_example_by_its_source_key(tmp_path):
-  """Encoded images (a folder, its bad files masked) and images in memory (digits) alike."""
+def test_eval_batches_with_keys_and_indices_name_each_real_example_by_its_key_and_position(tmp_path):
+  """Encoded images (a folder, its bad files masked) and images in memory (digits) alike; padding
+  and undecodable slots read index -1."""
   _folder_with_bad_images(str(tmp_path))
   config = configuration.data_config()
   config.update(source="folder", root=str(tmp_path), test_fraction=0.5,
                 pp_eval="decode|value_range(0, 255)")
-  batches = pipeline.eval_batches(config, batch_size=4, image_size=4, keys=True)
+  batches = pipeline.eval_batches(config, batch_size=4, image_size=4, keys=True, indices=True)
+  positions = []
   for batch in batches:
+    index = batch[pipeline.INDEX]
+    assert index.dtype == np.int64 and np.all((index >= 0) == (batch["mask"] > 0))
+    positions += [int(i) for i in index[index >= 0]]
     for key, value, mask in zip(batch[pipeline.EXAMPLE_KEY], batch["image"][:, 0, 0, 0], batch["mask"]):
       if mask:  # 01.png holds 10, 11.png 110
         assert int(os.path.basename(key.decode())[:2]) * 10 == int(value), key
+  assert len(positions) == len(set(positions)) == 6 - batches.skipped
+  assert set(positions) <= set(range(6))
   digits = configuration.data_config()
-  first = next(pipeline.eval_batches(digits, split="test", batch_size=4, image_size=8, keys=True))
-  assert [key.decode() for key in first[pipeline.EXAMPLE_KEY]] == [
+  passed = list(pipeline.eval_batches(digits, split="test", batch_size=64, image_size=8, keys=True,
+                                      indices=True))
+  assert [key.decode() for key in passed[0][pipeline.EXAMPLE_KEY][:4]] == [
       f"digits/test#{i}" for i in range(4)]
+  positions = np.concatenate([b[pipeline.INDEX] for b in passed])
+  assert list(positions[:359]) == list(range(359)) and set(positions[359:]) == {-1}
 
 
 def test_example_seeds_are_tf_fold_in_of_the_example_index():

@@ -28,6 +28,7 @@ _AUGMENT_SALT = 0xA46
 _MIX_SALT = 0x313C
 _EVAL_SALT = 0xE7A1
 EXAMPLE_KEY = batch_keys.EXAMPLE_KEY  # Batches with keys=True: each example's key in its source.
+INDEX = "index"  # Eval batches with indices=True: each example's position in the split (-1: padding).
 _SEED = "_seed"  # Per-example seed, carried from the decoding ops to the rest of the pipeline.
 
 
@@ -106,23 +107,25 @@ def _read(source: Source, split: str, process_index: int, process_count: int) ->
 
 def _preprocessed(examples: tf.data.Dataset, preprocess: pp.Preprocess, source: Source,
                   data_config: ml_collections.ConfigDict, base_seed: tf.Tensor, *,
-                  mask: bool = False, keys: bool = False,
+                  mask: bool = False, keys: bool = False, indices: bool = False,
                   track_geometry: bool = False) -> tf.data.Dataset:
   """Runs the pipeline string on examples, example i seeded by fold_in(base_seed, index).
 
   Images decoded in memory cannot fail to decode: they take one map (per-example map calls
   dominate the cost of small images) to {'image', 'label'}. Encoded images run their decoding ops
   guarded, giving {'image', 'label', guard.KEY, guard.OK}. `mask` adds 'mask' = 1; `keys` adds
-  EXAMPLE_KEY, the source's key of the example; `track_geometry` adds the crop box, flip and warp
-  of the augmentation (geometry.BOX, FLIPPED, WARP).
+  EXAMPLE_KEY, the source's key of the example; `indices` adds INDEX, its position in the split;
+  `track_geometry` adds the crop box, flip and warp of the augmentation (geometry.BOX, FLIPPED, WARP).
   """
-  def outputs(out, key):
+  def outputs(out, key, index):
     if "label" not in out:
       raise ValueError(f"Pipeline {preprocess.spec!r} leaves no 'label' (multi-label sources need "
                        "multi_hot to turn 'labels' into targets).")
     extra = {"mask": tf.constant(1.0, tf.float32)} if mask else {}
     if keys:
       extra[EXAMPLE_KEY] = key
+    if indices:
+      extra[INDEX] = tf.cast(index, tf.int64)
     if track_geometry:
       extra.update({name: out[name] for name in (geometry.BOX, geometry.FLIPPED, geometry.WARP)})
     return {"image": out["image"], "label": out["label"], **extra}
@@ -132,7 +135,7 @@ def _preprocessed(examples: tf.data.Dataset, preprocess: pp.Preprocess, source: 
     preprocess = _tracking(preprocess)
 
   if not _encoded(examples):
-    ds = examples.map(lambda ex: outputs(preprocess(ex, seed_of(ex)), ex[guard.KEY]),
+    ds = examples.map(lambda ex: outputs(preprocess(ex, seed_of(ex)), ex[guard.KEY], ex["index"]),
                       num_parallel_calls=_parallel_calls(data_config))
   else:
     if not preprocess.num_decoding_ops:
@@ -144,7 +147,7 @@ def _preprocessed(examples: tf.data.Dataset, preprocess: pp.Preprocess, source: 
       return {**preprocess.decoding_part(ex, example_seed), _SEED: example_seed}
 
     ds = guard.guarded_map(examples, decoding, parallelism=data_config.threads)
-    rest = lambda ex: outputs(preprocess.rest(ex, ex[_SEED]), ex[guard.KEY])  # noqa: E731
+    rest = lambda ex: outputs(preprocess.rest(ex, ex[_SEED]), ex[guard.KEY], ex["index"])  # noqa: E731
     ds = ds.map(guard.unless_bad(rest, ds), num_parallel_calls=_parallel_calls(data_config))
   _check_output(ds.element_spec, preprocess, source)
   return ds
@@ -330,7 +333,8 @@ def _score_maps(data_config: ml_collections.ConfigDict, source: Source, split: s
 
 def eval_batches(data_config: ml_collections.ConfigDict, *, source: Optional[Source] = None,
                  split: Optional[str] = None, batch_size: int, image_size: int,
-                 process_index: int = 0, process_count: int = 1, keys: bool = False) -> Batches:
+                 process_index: int = 0, process_count: int = 1, keys: bool = False,
+                 indices: bool = False) -> Batches:
   """Yields one pass over this process's shard of `split`, preprocessed, padded to full batches.
 
   Every readable example appears exactly once over all processes; all processes yield the same
@@ -346,6 +350,8 @@ def eval_batches(data_config: ml_collections.ConfigDict, *, source: Optional[Sou
     process_index: this process's index.
     process_count: number of processes reading the split.
     keys: also yield EXAMPLE_KEY, each example's key in its source ('' for padding).
+    indices: also yield INDEX, each example's position in the split (int64; -1 for padding), the
+      same for any number of processes (what a labels file indexed by position refers to).
 
   Returns:
     An iterator (guard.Batches) of {'image': float32 (local_batch, H, W, 3), 'label', 'mask'}.
@@ -361,16 +367,21 @@ def eval_batches(data_config: ml_collections.ConfigDict, *, source: Optional[Sou
 
   examples = _read(source, split, process_index, process_count)
   eval_seed = tf.constant([0, _EVAL_SALT], tf.int64)  # For random ops in an eval pipeline.
-  ds = _preprocessed(examples, preprocess, source, data_config, eval_seed, mask=True, keys=keys)
+  ds = _preprocessed(examples, preprocess, source, data_config, eval_seed, mask=True, keys=keys,
+                     indices=indices)
   guarded = _encoded(examples)
   padding = {k: guard.placeholder(s) for k, s in ds.element_spec.items()}
   padding["mask"] = tf.constant(0.0, tf.float32)
+  if indices:
+    padding[INDEX] = tf.constant(-1, tf.int64)
   if guarded:  # Not ok, and no key: masked, never counted as skipped.
     padding.update({guard.OK: tf.constant(False), guard.KEY: tf.constant("")})
   ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat())
   ds = guard.batch_examples(ds.take(num_batches * local_batch), local_batch)
   if guarded:
     ds = ds.map(guard.mask_bad_slots)
+    if indices:  # An undecodable example is not counted: its slot reads as padding.
+      ds = ds.map(lambda b: {**b, INDEX: tf.where(b["mask"] > 0, b[INDEX], tf.constant(-1, tf.int64))})
   ds = ds.prefetch(data_config.prefetch).with_options(_options(data_config))
   return Batches(ds, what=_describe(source, split, process_index, process_count),
                  files=source.files(split, process_index, process_count), train=False)
