@@ -12,7 +12,7 @@ import jax
 import ml_collections
 from jax.experimental import multihost_utils
 
-from vit_jax import evaluate as metrics_lib
+from vit_jax.evaluate import metrics as metrics_lib
 from vit_jax import parallel
 from vit_jax.data import pipeline, sources
 from vit_jax.plugins import Registry

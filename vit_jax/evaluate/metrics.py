@@ -1,9 +1,11 @@
-"""Classification metrics on the host: top-1 accuracy, and precision@1 and mAP for multi-label data.
+"""Classification metrics on the host: top-1 accuracy, per-class accuracy and the confusion matrix,
+and precision@1 and (per-class) average precision for multi-label data.
 
-All take per-example scores (logits, B x K), labels (int (B,) or multi-hot (B, K)) and an optional
-mask (1 real example, 0 padding), so padded eval batches count every real example exactly once.
-`Metrics` accumulates them over an eval pass; mean average precision needs every score of the pass,
-so it keeps them (N x K float32 on the host: subsample the eval split for very many classes).
+All take per-example scores (logits, B x K) or predicted classes (B,), labels (int (B,) or multi-hot
+(B, K)) and an optional mask (1 real example, 0 padding), so padded eval batches count every real
+example exactly once. `Metrics` accumulates them over an eval pass; mean average precision needs
+every score of the pass, so it keeps them (N x K float32 on the host: subsample the eval split for
+very many classes).
 """
 from typing import Dict, List, Optional
 
@@ -35,6 +37,29 @@ def precision_at_1(scores: np.ndarray, multi_hot: np.ndarray,
   return top1_accuracy(scores, multi_hot, mask)
 
 
+def per_class_accuracy(predictions: np.ndarray, labels: np.ndarray, num_classes: int,
+                       mask: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+  """(examples of each class (K,) int, the fraction of them predicted as their class (K,), NaN for a
+  class without examples): each class's recall, which the mean accuracy hides on unbalanced data."""
+  predictions, labels = np.asarray(predictions), np.asarray(labels)
+  keep = _mask(mask, len(labels))
+  predictions, labels = predictions[keep], labels[keep]
+  examples = np.bincount(labels, minlength=num_classes)
+  hits = np.bincount(labels[predictions == labels], minlength=num_classes)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return examples, np.where(examples > 0, hits / np.maximum(examples, 1), np.nan)
+
+
+def confusion_matrix(predictions: np.ndarray, labels: np.ndarray, num_classes: int,
+                     mask: Optional[np.ndarray] = None) -> np.ndarray:
+  """(K, K) int64 counts: row = the true class, column = the predicted class; its diagonal over its
+  row sums is per_class_accuracy."""
+  predictions, labels = np.asarray(predictions), np.asarray(labels)
+  keep = _mask(mask, len(labels))
+  cells = labels[keep].astype(np.int64) * num_classes + predictions[keep]
+  return np.bincount(cells, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
 def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
   """AP of one class: sum over score thresholds of (recall step) x precision, ties grouped.
 
@@ -55,16 +80,25 @@ def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
   return float(np.sum(recall_step * precision))
 
 
-def mean_average_precision(scores: np.ndarray, multi_hot: np.ndarray,
-                           mask: Optional[np.ndarray] = None) -> float:
-  """Mean over the classes with at least one (unmasked) positive of their average precision."""
+def per_class_average_precision(scores: np.ndarray, multi_hot: np.ndarray,
+                                mask: Optional[np.ndarray] = None) -> np.ndarray:
+  """(K,) the average precision of each class over the (unmasked) examples; NaN for a class without
+  a positive."""
   scores, multi_hot = np.asarray(scores), np.asarray(multi_hot)
   keep = _mask(mask, len(scores))
   scores, multi_hot = scores[keep], multi_hot[keep] > 0
-  present = np.flatnonzero(multi_hot.any(axis=0))
-  if not len(present):
-    return float("nan")
-  return float(np.mean([average_precision(scores[:, k], multi_hot[:, k]) for k in present]))
+  result = np.full(multi_hot.shape[1], np.nan)
+  for k in np.flatnonzero(multi_hot.any(axis=0)):
+    result[k] = average_precision(scores[:, k], multi_hot[:, k])
+  return result
+
+
+def mean_average_precision(scores: np.ndarray, multi_hot: np.ndarray,
+                           mask: Optional[np.ndarray] = None) -> float:
+  """Mean over the classes with at least one (unmasked) positive of their average precision."""
+  per_class = per_class_average_precision(scores, multi_hot, mask)
+  present = per_class[~np.isnan(per_class)]
+  return float(present.mean()) if len(present) else float("nan")
 
 
 class Metrics:

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from vit_jax import evaluate
+from vit_jax.evaluate import metrics as evaluate
 
 SCORES = np.array([[0.9, 0.1, 0.3], [0.2, 0.8, 0.7], [0.4, 0.5, 0.6], [0.1, 0.0, 0.2]])
 MULTI_HOT = np.array([[1, 0, 1], [0, 0, 1], [0, 1, 1], [1, 0, 0]], np.float32)
@@ -54,3 +54,31 @@ def test_metrics_accumulate_padded_batches_like_one_pass():
   single = evaluate.Metrics()
   single.update(SCORES, np.array([0, 1, 1, 2]), mask=[1, 1, 1, 0])
   assert single.result() == {"accuracy": 2 / 3, "count": 3.0}
+
+
+PREDICTED = np.array([0, 1, 1, 2, 2, 0, 1])
+TRUE = np.array([0, 1, 2, 2, 2, 0, 0])
+
+
+def test_per_class_accuracy_is_each_classs_share_of_hits_and_nan_without_examples():
+  examples, accuracy = evaluate.per_class_accuracy(PREDICTED, TRUE, 4)
+  assert list(examples) == [3, 1, 3, 0]
+  np.testing.assert_array_equal(accuracy, [2 / 3, 1.0, 2 / 3, np.nan])
+  examples, accuracy = evaluate.per_class_accuracy(PREDICTED, TRUE, 4, mask=[1, 1, 1, 1, 1, 1, 0])
+  assert list(examples) == [2, 1, 3, 0] and accuracy[0] == 1.0  # the masked miss is not counted
+
+
+def test_the_confusion_matrix_counts_true_rows_against_predicted_columns_once():
+  confusion = evaluate.confusion_matrix(PREDICTED, TRUE, 3, mask=[1, 1, 1, 1, 1, 0, 1])
+  np.testing.assert_array_equal(confusion, [[1, 1, 0],
+                                            [0, 1, 0],
+                                            [0, 1, 2]])
+  assert confusion.sum() == 6 and confusion.dtype == np.int64
+
+
+def test_per_class_average_precision_is_sklearns_for_classes_with_positives():
+  per_class = evaluate.per_class_average_precision(SCORES, MULTI_HOT, mask=[1, 1, 0, 1])
+  assert np.isnan(per_class[1])  # its only positive is masked
+  for k in (0, 2):
+    keep = [0, 1, 3]
+    assert per_class[k] == pytest.approx(average_precision_score(MULTI_HOT[keep, k], SCORES[keep, k]))
