@@ -7,6 +7,7 @@ Each model family has one small function that lists its name mapping (`Rule`s, v
 in its own module; the CONVERTERS table below names them.
 """
 import dataclasses
+import functools
 from typing import Any, Mapping, Optional
 
 import flax.linen as nn
@@ -67,7 +68,17 @@ def _dummy_input(model: nn.Module) -> jax.ShapeDtypeStruct:
 
 
 def expected_leaves(model: nn.Module) -> dict[str, jax.ShapeDtypeStruct]:
-  """Shapes and dtypes of every variable ('collection/path'), from an abstract init (no memory used)."""
+  """Shapes and dtypes of every variable ('collection/path'), from an abstract init (no memory used).
+  A fresh dict each call; the trace is done once per model (import, export and checks all ask)."""
+  try:
+    hash(model)
+  except TypeError:  # a field given as a list: trace without the cache
+    return dict(_traced_leaves.__wrapped__(model))
+  return dict(_traced_leaves(model))
+
+
+@functools.lru_cache(maxsize=64)
+def _traced_leaves(model: nn.Module) -> dict[str, jax.ShapeDtypeStruct]:
   variables = jax.eval_shape(
       lambda x: model.init(jax.random.key(0), x, train=False), _dummy_input(model))
   return flax.traverse_util.flatten_dict(nn.unbox(dict(variables)), sep="/")
