@@ -26,5 +26,9 @@ setup(
         "tqdm>=4.60",
         "absl-py>=2.0",
     ],
-    extras_require={"test": ["pytest>=8", "pytest-xdist>=3", "scipy>=1.11"]},
+    extras_require={
+        "test": ["pytest>=8", "pytest-xdist>=3", "scipy>=1.11"],
+        # vit_jax.export's safetensors and ONNX formats (npz and the SavedModel need nothing more).
+        "export": ["safetensors>=0.6", "onnx>=1.20", "onnxruntime>=1.24", "jax2onnx>=0.12.5,<0.13.1"],
+    },
 )

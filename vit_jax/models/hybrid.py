@@ -55,7 +55,9 @@ class HybridVisionTransformer(VisionTransformer):
                 epsilon=self.weight_std_epsilon, form=self.weight_std_form, dtype=self.dtype,
                 name="conv_root")(images)
     x = group_norm(self.num_groups, self.group_norm_epsilon, self.dtype, "gn_root")(x)
-    x = nn.max_pool(nn.relu(x), (3, 3), strides=(2, 2), padding="SAME")
+    # window_shape by keyword: the ONNX converter (jax2onnx) replaces max_pool with one that
+    # takes it only so (vit_jax/export/onnx_model.py).
+    x = nn.max_pool(nn.relu(x), window_shape=(3, 3), strides=(2, 2), padding="SAME")
     x = feature_map(x)
     for i, num_units in enumerate(self.resnet_layers):
       x = Stage(unit=BottleneckUnit, unit_name="unit{}", num_units=num_units, features=width * 2 ** i,

@@ -144,7 +144,9 @@ class RootBlock(_ConvNormModule):
   def __call__(self, x: jax.Array) -> jax.Array:
     x = self.conv(self.width, 7, "conv_root", strides=2, padding=((3, 3), (3, 3)))(x)
     x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    return nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
+    # window_shape by keyword: the ONNX converter (jax2onnx) replaces max_pool with one that
+    # takes it only so (vit_jax/export/onnx_model.py).
+    return nn.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding="VALID")
 
 
 class ResNetV2(nn.Module):

@@ -1,4 +1,5 @@
 """export: save_npz writes the public vit_jax npz format, the exact inverse of load_npz; the CLI."""
+import json
 import os
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import numpy as np
 from vit_jax.checkpoint import Checkpointer, checkpoint_directory, load_npz
 from vit_jax.export import export_npz, save_npz
 
-from .checkpoint.tiny import assert_trees_equal, flat_public, init_params, make_state
+from ..checkpoint.tiny import assert_trees_equal, flat_public, init_params, make_state
 
 
 def read_npz(path):
@@ -72,3 +73,8 @@ def test_cli_exports_the_newest_checkpoint_of_a_workdir(tmp_path):
   num_arrays = len(flat_public(state.params))
   assert f"{num_arrays} arrays" in result.stdout
   assert_trees_equal(load_npz(output), state.params)
+  # Without the run's config.json the card knows the size and the code, not the model.
+  card = json.loads((tmp_path / "exported.npz.model_card.json").read_text())
+  assert card["parameters"] == sum(np.size(v) for v in flat_public(state.params).values())
+  assert card["model"] is None and card["export"]["format"] == "npz"
+  assert (tmp_path / "exported.npz.model_card.md").exists()
