@@ -117,11 +117,13 @@ def model_config(model_name: str) -> ml_collections.ConfigDict:
       for key, kind in model_fields.family_fields(model_name).items()})
 
 
-def eval_config(every: int = 0, split: str = "", kind: str = "classification"
+def eval_config(every: int = 0, split: str = "", kind: str = "classification", **options
                 ) -> ml_collections.ConfigDict:
   """One entry of config.evals: a registered evaluator `type` run every `every` steps (0: at the end
-  only) on `split` ('' means data.test_split); its metrics are logged as '<entry name>_<metric>'."""
-  return ml_collections.ConfigDict(dict(type=kind, every=every, split=split))
+  only) on `split` ('' means data.test_split) with its keyword `options` (e.g. few-shot's `shots`;
+  `data`, a dict of config.data keys, evaluates another dataset); its metrics are logged as
+  '<entry name>_<metric>'."""
+  return ml_collections.ConfigDict(dict(type=kind, every=every, split=split, options=options))
 
 
 def base_config(model_name: str = "ViT-B/16") -> ml_collections.ConfigDict:
