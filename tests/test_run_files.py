@@ -11,8 +11,8 @@ from vit_jax import run_files
 @pytest.fixture
 def workdir(tmp_path):
   (tmp_path / "checkpoints" / "200").mkdir(parents=True)
-  (tmp_path / run_files.CONFIG_FILE).write_text(json.dumps({"model_name": "ViT-micro/4",
-                                                            "data": {"image_size": 16}}))
+  (tmp_path / run_files.CONFIG_FILE).write_text(json.dumps(
+      {"model_name": "ViT-micro/4", "data": {"image_size": 16}, "optim": {"lr_mults": ["head/.*=10"]}}))
   return tmp_path
 
 
@@ -20,7 +20,8 @@ def test_the_workdir_is_found_from_itself_its_checkpoints_and_a_step_but_not_fro
   for path in (workdir, workdir / "checkpoints", workdir / "checkpoints" / "200"):
     assert run_files.find_workdir(str(path)) == str(workdir)
   assert run_files.find_workdir(str(workdir / "vit.npz")) is None
-  assert run_files.read_config(str(workdir)).data.image_size == 16
+  config = run_files.read_config(str(workdir))
+  assert config.data.image_size == 16 and config.optim.lr_mults == ("head/.*=10",)  # a tuple again
 
 
 def test_class_names_are_read_back_as_written_and_default_to_the_ids(workdir, tmp_path):

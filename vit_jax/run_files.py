@@ -29,10 +29,19 @@ def find_workdir(checkpoint: str) -> Optional[str]:
   return None
 
 
+def _tuples(value):
+  if isinstance(value, dict):
+    return {key: _tuples(item) for key, item in value.items()}
+  if isinstance(value, list):
+    return tuple(_tuples(item) for item in value)
+  return value
+
+
 def read_config(workdir: str) -> ml_collections.ConfigDict:
-  """The resolved config a run saved (lists where the run had tuples: JSON keeps no tuples)."""
+  """The resolved config a run saved, its lists read back as the tuples configs hold (JSON has no
+  tuples)."""
   with open(os.path.join(workdir, CONFIG_FILE)) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    return ml_collections.ConfigDict(_tuples(json.load(f)))
 
 
 def write_class_names(workdir: str, names: Sequence[str]) -> str:
