@@ -17,12 +17,13 @@ CLASS_NAMES_FILE = "class_names.json"
 def find_workdir(checkpoint: str) -> Optional[str]:
   """The training workdir a checkpoint path lies in: the workdir itself, its checkpoints/ directory
   or a step directory in it; None for anything else (an .npz file)."""
-  path = os.path.abspath(os.fspath(checkpoint))
+  path = os.path.normpath(os.fspath(checkpoint))  # as the user wrote it, for messages
+  parent = os.path.dirname(os.path.abspath(path))
   candidates = [path]
-  if os.path.basename(path) == CHECKPOINT_SUBDIR:
-    candidates.append(os.path.dirname(path))
-  if os.path.basename(os.path.dirname(path)) == CHECKPOINT_SUBDIR:
-    candidates.append(os.path.dirname(os.path.dirname(path)))
+  if os.path.basename(os.path.abspath(path)) == CHECKPOINT_SUBDIR:
+    candidates.append(os.path.dirname(path) or os.path.dirname(os.path.abspath(path)))
+  if os.path.basename(parent) == CHECKPOINT_SUBDIR:
+    candidates.append(os.path.dirname(os.path.dirname(path)) or os.path.dirname(parent))
   for candidate in candidates:
     if os.path.isfile(os.path.join(candidate, CONFIG_FILE)):
       return candidate
