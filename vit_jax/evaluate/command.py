@@ -13,13 +13,13 @@ from typing import Optional, Sequence
 from absl import app, flags, logging
 
 from vit_jax import paths
+from vit_jax.evaluate import fewshot as fewshot_lib  # numpy only: cheap before the flags are parsed
 
 
 def define_flags() -> None:
   """The command's flags, defined only when it runs (other commands define --config and --output)."""
   import importlib  # pylint: disable=import-outside-toplevel
   from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
-  from vit_jax.evaluate import fewshot  # pylint: disable=import-outside-toplevel
   importlib.import_module("vit_jax.multihost_flags")  # defines the flags that join a multi-host job
   config_flags.DEFINE_config_file("config", None, "Config whose model the checkpoint holds and whose "
                                   "data is evaluated.", lock_config=True)
@@ -35,10 +35,10 @@ def define_flags() -> None:
                     "file name in its key.")
   flags.DEFINE_list("fewshot", [], "Shots per class for few-shot linear evaluation, e.g. 1,5,10,25; "
                     "empty: none.")
-  flags.DEFINE_integer("fewshot_seeds", fewshot.DEFAULT_SEEDS, "Draws of the shots, averaged.")
+  flags.DEFINE_integer("fewshot_seeds", fewshot_lib.DEFAULT_SEEDS, "Draws of the shots, averaged.")
   flags.DEFINE_string("fewshot_train_split", "", "Split the shots come from; empty: "
                       "config.data.train_split.")
-  flags.DEFINE_float("fewshot_l2", fewshot.DEFAULT_L2, "Ridge regression strength.")
+  flags.DEFINE_float("fewshot_l2", fewshot_lib.DEFAULT_L2, "Ridge regression strength.")
   flags.mark_flags_as_required(["config", "checkpoint"])
 
 
@@ -59,9 +59,9 @@ def _placed(variables: dict, s) -> dict:
 
 
 def run(config, checkpoint: str, output: str = "", *, split: str = "", real_labels_file: str = "",
-        real_by: str = "position", fewshot_shots: Sequence[int] = (), fewshot_seeds: int = 3,
-        fewshot_train_split: str = "", fewshot_l2: float = 2.0 ** 10
-        ) -> tuple[list[str], dict, list[str]]:
+        real_by: str = "position", fewshot_shots: Sequence[int] = (),
+        fewshot_seeds: int = fewshot_lib.DEFAULT_SEEDS, fewshot_train_split: str = "",
+        fewshot_l2: float = fewshot_lib.DEFAULT_L2) -> tuple[list[str], dict, list[str]]:
   """Evaluates the checkpoint (loaded as the config's model, checked) on `split`; returns (the files
   written, the metrics, the summary lines). Process 0 writes; every process returns the metrics."""
   import jax  # pylint: disable=import-outside-toplevel
