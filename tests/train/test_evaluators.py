@@ -17,7 +17,7 @@ from PIL import Image
 from vit_jax.config_cli import load_config_file
 from vit_jax.configuration import eval_config
 from vit_jax.data import pipeline, sources
-from vit_jax.evaluate import fewshot as fewshot_lib
+from vit_jax.metrics import fewshot as fewshot_lib
 from vit_jax.train import eval_pass, evaluators
 from vit_jax.train.loop import setup
 

@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 from absl import app, flags, logging
 
 from vit_jax import paths
-from vit_jax.evaluate import fewshot as fewshot_lib  # numpy only: cheap before the flags are parsed
+from vit_jax.metrics import fewshot as fewshot_lib  # numpy only: cheap before the flags are parsed
 
 
 def define_flags() -> None:
@@ -69,7 +69,8 @@ def run(config, checkpoint: str, output: str = "", *, split: str = "", real_labe
   from vit_jax import run_files, teacher  # pylint: disable=import-outside-toplevel
   from vit_jax.data import pipeline, sources, split_slices  # pylint: disable=import-outside-toplevel
   from vit_jax.data.source import source_name  # pylint: disable=import-outside-toplevel
-  from vit_jax.evaluate import real_labels, report  # pylint: disable=import-outside-toplevel
+  from vit_jax.evaluate import report  # pylint: disable=import-outside-toplevel
+  from vit_jax.metrics import real_labels  # pylint: disable=import-outside-toplevel
   from vit_jax.train import eval_pass, evaluators, loop  # pylint: disable=import-outside-toplevel
 
   source = sources.get_source(config.data)

@@ -14,8 +14,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from vit_jax.evaluate import metrics as metrics_lib
-from vit_jax.evaluate import plots, real_labels
+from vit_jax.metrics import classification as metrics_lib
+from vit_jax.evaluate import plots
+from vit_jax.metrics import real_labels
 
 METRICS = "metrics.json"
 

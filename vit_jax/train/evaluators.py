@@ -18,9 +18,9 @@ import numpy as np
 
 from vit_jax import parallel, paths
 from vit_jax.data import pipeline, sources, split_slices
-from vit_jax.evaluate import fewshot as fewshot_lib
-from vit_jax.evaluate import metrics as metrics_lib
-from vit_jax.evaluate import real_labels
+from vit_jax.metrics import fewshot as fewshot_lib
+from vit_jax.metrics import classification as metrics_lib
+from vit_jax.metrics import real_labels
 from vit_jax.models.interface import INTERMEDIATES
 from vit_jax.plugins import Registry
 from vit_jax.train import eval_pass
@@ -169,7 +169,7 @@ def real_columns(by: str) -> dict[str, bool]:
 @register_evaluator("real")
 def real(s: Setup, source, data_config, split: str, batch_size: int, *, labels: str = "",
          by: str = "position") -> Run:
-  """ReaL-style accuracy (evaluate/real_labels.py): top-1 predictions against each example's set of
+  """ReaL-style accuracy (metrics/real_labels.py): top-1 predictions against each example's set of
   correct classes in the labels file `labels` (ImageNet ReaL's real.json format), examples with an
   empty set left out; an example's entry is found by='position' (in the split) or by='file_name'
   (in its key). Also reports the accuracy on the split's own labels, as 'original_accuracy'."""
@@ -203,7 +203,7 @@ def features_step(model) -> Callable[[Any, dict], dict]:
 
 
 class FewShot:
-  """Few-shot linear evaluation of the frozen pre-logit features (evaluate/fewshot.py): shots drawn
+  """Few-shot linear evaluation of the frozen pre-logit features (metrics/fewshot.py): shots drawn
   from `train_split`, accuracy on `split`, both read in full each time (slice large splits). Its
   feature step compiles once; calling it gives '<k>shot_accuracy', the mean over seeds."""
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from vit_jax.evaluate import metrics as evaluate
+from vit_jax.metrics import classification as evaluate
 
 SCORES = np.array([[0.9, 0.1, 0.3], [0.2, 0.8, 0.7], [0.4, 0.5, 0.6], [0.1, 0.0, 0.2]])
 MULTI_HOT = np.array([[1, 0, 1], [0, 0, 1], [0, 1, 1], [1, 0, 0]], np.float32)

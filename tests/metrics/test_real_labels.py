@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from vit_jax.evaluate import real_labels
+from vit_jax.metrics import real_labels
 
 ENTRIES = [[1], [0, 2], [], [3], [], [2, 3]]  # as real.json: entry 0 is ILSVRC2012_val_00000001
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import Ridge
 
-from vit_jax.evaluate import fewshot
+from vit_jax.metrics import fewshot
 
 NUM_CLASSES, DIM = 5, 12
 
