@@ -3,14 +3,19 @@
 Exports a run's newest checkpoint (or --checkpoint, a step directory or .npz) in one format and
 writes its model card beside it (PATH.model_card.md and PATH.model_card.json).
 """
+import os
 import sys
 from typing import Sequence
 
-from absl import app
-from absl import flags
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # as the other commands: TF's start-up notices off
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
-from vit_jax import paths
-from vit_jax.export.formats import FORMATS, export
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
+
+from vit_jax import paths  # noqa: E402
+from vit_jax.export.formats import FORMATS, export  # noqa: E402
 
 
 def define_flags() -> None:
@@ -33,6 +38,8 @@ def main(argv: Sequence[str]) -> None:
   if not output:
     raise app.UsageError("--output is required (a file, or a directory for --format=saved_model)")
   source = workdir or checkpoint
+  if not flags.FLAGS["verbosity"].present:  # the console shows what was written; -v 0 for more
+    logging.set_verbosity(logging.WARNING)
   try:
     trained, md_path, json_path = export(source, flags.FLAGS.format, output)
   except (ValueError, FileNotFoundError) as e:  # a checkpoint this format cannot take: one line
