@@ -122,7 +122,8 @@ def predict(checkpoint: str, files: Sequence[str], config=None, *, class_names: 
     raise ValueError(f"{checkpoint} has no classification head (params/head/kernel) to predict with")
   num_classes = int(np.shape(head)[-1])
   model = build_model(config, num_classes)
-  teacher.check_fits(model, params, config.data.image_size, checkpoint, config.model_name)
+  teacher.check_fits(model, params, config.data.image_size, checkpoint, config.model_name,
+                     role="checkpoint")
   variables = {"params": params, **restore_model_state(checkpoint)}
   names, names_from = run_files.class_names_of(checkpoint, num_classes, class_names)
   kind = score_kind(config, scores)

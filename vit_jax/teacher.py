@@ -18,15 +18,18 @@ from vit_jax.checkpoint import restore_model_state, restore_params
 from vit_jax.train.build import build_model
 
 
-def load(config: ml_collections.ConfigDict, num_classes: int, path: str) -> tuple[nn.Module, dict]:
-  """(the config's model for `num_classes`, the checkpoint's variables: params and model state)."""
+def load(config: ml_collections.ConfigDict, num_classes: int, path: str, *,
+         role: str = "teacher") -> tuple[nn.Module, dict]:
+  """(the config's model for `num_classes`, the checkpoint's variables: params and model state);
+  `role` names the checkpoint in the error (the teacher, the checkpoint)."""
   model = build_model(config, num_classes)
   variables = {"params": restore_params(path), **restore_model_state(path)}
-  check_fits(model, variables["params"], config.data.image_size, path, config.model_name)
+  check_fits(model, variables["params"], config.data.image_size, path, config.model_name, role=role)
   return model, variables
 
 
-def check_fits(model: nn.Module, params: Any, image_size: int, path: str, model_name: str) -> None:
+def check_fits(model: nn.Module, params: Any, image_size: int, path: str, model_name: str, *,
+               role: str = "teacher") -> None:
   """The checkpoint's parameters must be the model's, head included (its classes are scored)."""
   expected = nn.unbox(jax.eval_shape(
       lambda: model.init(jax.random.key(0), jnp.zeros((1, image_size, image_size, 3)))))["params"]
@@ -34,14 +37,14 @@ def check_fits(model: nn.Module, params: Any, image_size: int, path: str, model_
           for p, leaf in jax.tree_util.tree_leaves_with_path(expected)}
   got = {jax.tree_util.keystr(p): np.shape(leaf)
          for p, leaf in jax.tree_util.tree_leaves_with_path(params)}
-  differing = [f"{path_}: teacher {got.get(path_)}, {model_name} {shape}"
+  differing = [f"{path_}: {role} {got.get(path_)}, {model_name} {shape}"
                for path_, shape in want.items() if got.get(path_) != shape]
-  differing += [f"{path_}: only in the teacher" for path_ in got if path_ not in want]
+  differing += [f"{path_}: only in the {role}" for path_ in got if path_ not in want]
   if differing:
-    raise ValueError(f"the teacher {path} is not a {model_name} for {image_size} px images with "
+    raise ValueError(f"the {role} {path} is not a {model_name} for {image_size} px images with "
                      f"this data's classes ({len(differing)} parameters differ, e.g. "
                      f"{'; '.join(differing[:3])}); set --config.model_name, --config.model.* and "
-                     "--config.data.image_size to the teacher's")
+                     f"--config.data.image_size to the {role}'s")
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -53,7 +53,7 @@ def run(config, checkpoint: str, output: str, *, images: int = 128, samples: int
     raise ValueError(f"--samples must be at least 1, got {samples}")
   num_classes = sources.get_source(config.data).num_classes
   readout.check_covered(build_model(config, num_classes), config.model_name)  # before any restore
-  model, variables = teacher.load(config, num_classes, checkpoint)
+  model, variables = teacher.load(config, num_classes, checkpoint, role="checkpoint")
   pixels, labels = read_images(config, images, split)
   arrays = report.analyse(model, variables["params"], pixels, samples=min(samples, len(pixels)))
   summary = report.summarise(arrays, model, model=config.model_name, checkpoint=checkpoint,

@@ -83,7 +83,7 @@ def run(config, checkpoint: str, output: str = "", *, split: str = "", real_labe
   table = real_labels.load(real_labels_file, source.num_classes) if real_labels_file else None
   columns = evaluators.real_columns(real_by) if table else {}
   s = loop.setup(config, source)
-  _, variables = teacher.load(config, source.num_classes, checkpoint)
+  _, variables = teacher.load(config, source.num_classes, checkpoint, role="checkpoint")
   variables = _placed(variables, s)
   start = split_slices.positions(source, split).start
 
