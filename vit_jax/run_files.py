@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 import ml_collections
 
 from vit_jax.checkpoint.manager import CHECKPOINT_SUBDIR
+from vit_jax import whole_files
 
 CONFIG_FILE = "config.json"
 CLASS_NAMES_FILE = "class_names.json"
@@ -47,13 +48,8 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
 
 def write_class_names(workdir: str, names: Sequence[str]) -> str:
   """Writes the names (a JSON list, class id i -> names[i]) atomically; returns the file's path."""
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, CLASS_NAMES_FILE)
-  with open(path + ".partial", "w") as f:
-    json.dump([str(name) for name in names], f, indent=0)
-    f.write("\n")
-  os.replace(path + ".partial", path)
-  return path
+  return whole_files.write_text(os.path.join(workdir, CLASS_NAMES_FILE),
+                                json.dumps([str(name) for name in names], indent=0) + "\n")
 
 
 def read_class_names(path: str, num_classes: int) -> list[str]:

@@ -26,6 +26,7 @@ import zipfile
 from typing import Optional, Sequence
 
 import numpy as np
+from vit_jax import whole_files
 
 MANIFEST = "manifest.json"
 LABELS = "labels.npz"
@@ -72,13 +73,6 @@ def shard_name(shard: int, shards: int) -> str:
   return f"shard-{shard:05d}-of-{shards:05d}.npz"
 
 
-def _atomic_write(path: str, write) -> None:
-  temporary = f"{path}.tmp-{os.getpid()}"
-  with open(temporary, "wb") as f:
-    write(f)
-  os.replace(temporary, path)
-
-
 def read_manifest(directory: str) -> Manifest:
   path = os.path.join(directory, MANIFEST)
   if not os.path.exists(path):
@@ -98,7 +92,7 @@ def read_manifest(directory: str) -> Manifest:
 
 def write_manifest(directory: str, manifest: Manifest) -> None:
   text = json.dumps(dataclasses.asdict(manifest), indent=1).encode()
-  _atomic_write(os.path.join(directory, MANIFEST), lambda f: f.write(text))
+  whole_files.write(os.path.join(directory, MANIFEST), lambda f: f.write(text))
 
 
 def check(found: Manifest, wanted: Manifest, directory: str, fields: Sequence[str]) -> None:
@@ -139,7 +133,7 @@ def write_shard(directory: str, manifest: Manifest, shard: int, keys: Sequence[s
     raise ValueError(f"shard {shard}: probabilities of shape {probabilities.shape} for {len(keys)} "
                      f"keys and {manifest.num_classes} classes")
   path = os.path.join(directory, shard_name(shard, manifest.shards))
-  _atomic_write(path, lambda f: np.savez(f, keys=np.asarray(keys, dtype=str),
+  whole_files.write(path, lambda f: np.savez(f, keys=np.asarray(keys, dtype=str),
                                          probabilities=probabilities.astype(np.float16)))
   return path
 
@@ -179,7 +173,7 @@ def write_labels(directory: str, manifest: Manifest, keys: Sequence[str], labels
     raise ValueError(f"labels {labels.shape} and copies {copies.shape} for {len(keys)} keys in "
                      f"mode {manifest.mode!r}")
   stored = labels.astype(np.float16 if manifest.mode == "soft" else np.int32)
-  _atomic_write(os.path.join(directory, LABELS), lambda f: np.savez(
+  whole_files.write(os.path.join(directory, LABELS), lambda f: np.savez(
       f, keys=np.asarray(keys, dtype=str), labels=stored, copies=copies.astype(np.int32)))
   finished = dataclasses.replace(manifest, counts=counts)
   write_manifest(directory, finished)

@@ -27,6 +27,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from vit_jax import whole_files
 from vit_jax.data.batch_keys import BOX, CROP, EXAMPLE_KEY, FLIPPED, SCORE_INDICES, SCORE_VALUES
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -82,10 +83,8 @@ def start(directory: str, manifest: Manifest) -> None:
   if os.path.exists(os.path.join(directory, MANIFEST)):
     check(read_manifest(directory), manifest, directory)
     return
-  temporary = os.path.join(directory, f".{MANIFEST}.tmp-{os.getpid()}")
-  with open(temporary, "w") as f:
-    json.dump({**dataclasses.asdict(manifest), "grid": list(manifest.grid)}, f, indent=1)
-  os.replace(temporary, os.path.join(directory, MANIFEST))
+  whole_files.write_text(os.path.join(directory, MANIFEST), json.dumps(
+      {**dataclasses.asdict(manifest), "grid": list(manifest.grid)}, indent=1))
 
 
 def check(found: Manifest, wanted: Manifest, directory: str, *,
@@ -111,12 +110,9 @@ def write_shard(directory: str, manifest: Manifest, shard: int, keys: Sequence[s
     raise ValueError(f"shard {shard}: maps of shape {values.shape} / {indices.shape} for {n} keys, "
                      f"expected {shape}")
   path = os.path.join(directory, shard_name(shard, manifest.shards))
-  temporary = f"{path}.tmp-{os.getpid()}"
-  with open(temporary, "wb") as f:
-    np.savez(f, keys=np.asarray(keys, dtype=str), values=values.astype(manifest.value_dtype),
-             indices=indices.astype(manifest.index_dtype()))
-  os.replace(temporary, path)
-  return path
+  return whole_files.write(path, lambda f: np.savez(
+      f, keys=np.asarray(keys, dtype=str), values=values.astype(manifest.value_dtype),
+      indices=indices.astype(manifest.index_dtype())))
 
 
 @dataclasses.dataclass

@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from vit_jax import whole_files
 from vit_jax.metrics import classification as metrics_lib
 from vit_jax.evaluate import plots
 from vit_jax.metrics import real_labels
@@ -76,11 +77,8 @@ def write(output: str, metrics: dict[str, Any], names: list[str], title: str = "
   if "confusion_matrix" in metrics:
     written.append(plots.write_confusion(os.path.join(output, plots.CONFUSION_MATRIX),
                                          np.array(metrics["confusion_matrix"]), names, title))
-  path = os.path.join(output, METRICS)
-  with open(path + ".partial", "w") as f:
-    json.dump({**metrics, "files": [os.path.basename(p) for p in written]}, f, indent=1)
-    f.write("\n")
-  os.replace(path + ".partial", path)
+  path = whole_files.write_text(os.path.join(output, METRICS), json.dumps(
+      {**metrics, "files": [os.path.basename(p) for p in written]}, indent=1) + "\n")
   return [path] + written
 
 

@@ -2,6 +2,7 @@
 import os
 from typing import Any
 
+from vit_jax import whole_files
 from vit_jax.checkpoint import npz
 
 
@@ -13,8 +14,4 @@ def write_bytes(path: Any, data: bytes) -> None:
     with tf.io.gfile.GFile(path, "wb") as f:
       f.write(data)
     return
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "wb") as f:
-    f.write(data)
-  os.replace(tmp, path)
+  whole_files.write_bytes(path, data)

@@ -17,7 +17,7 @@ import numpy as np
 import tqdm
 from jax.experimental import multihost_utils
 
-from vit_jax import checkpoint, configuration, flops, parallel, paths, run_files
+from vit_jax import checkpoint, configuration, flops, parallel, paths, run_files, whole_files
 from vit_jax.data import pipeline, sources
 from vit_jax.train import build, finiteness, optim
 from vit_jax.train import evaluators as evaluators_lib
@@ -36,11 +36,8 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Keeps the resolved config of the run in <workdir>/config.json (process 0)."""
   if jax.process_index() != 0:
     return
-  os.makedirs(workdir, exist_ok=True)
-  partial = os.path.join(workdir, "config.json.partial")
-  with open(partial, "w") as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
-  os.replace(partial, os.path.join(workdir, "config.json"))
+  whole_files.write_text(os.path.join(workdir, "config.json"),
+                         config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
 
 
 def load_init_weights(state: TrainState, s: build.Setup, init_from: str, workdir: str) -> TrainState:

@@ -10,6 +10,7 @@ import os
 from typing import Mapping
 
 from clu import metric_writers
+from vit_jax import whole_files
 
 
 class MetricLog:
@@ -34,10 +35,8 @@ class MetricLog:
       return
     with open(self.set_aside_path, "a") as f:  # kept for inspection before they leave metrics.jsonl
       f.writelines(json.dumps(row) + "\n" for row in rows if row["step"] > step)
-    partial = self.jsonl_path + ".partial"
-    with open(partial, "w") as f:
-      f.writelines(json.dumps(row) + "\n" for row in kept)
-    os.replace(partial, self.jsonl_path)  # atomic: a crash leaves the old file or the new one
+    # Whole: a crash leaves the old file or the new one.
+    whole_files.write_text(self.jsonl_path, "".join(json.dumps(row) + "\n" for row in kept))
 
   def rows(self) -> list[dict]:
     """Every row written so far (empty for a new workdir); a torn last line is ignored."""
