@@ -2,35 +2,26 @@
 digits at 16 px, random weights, its config.json and class names): an image file written from a test
 digit goes through exactly the eval pipeline's preprocessing, whatever its format, and gets the
 model's top-5 classes by name with their softmax probabilities."""
-import pathlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from vit_jax import checkpoint, predict, run_files, teacher
-from vit_jax.config_cli import load_config_file
+from vit_jax import predict, run_files, teacher
 from vit_jax.data import pipeline, sources
-from vit_jax.train.loop import save_config, setup
+from vit_jax.train.loop import save_config
 
-from .states import random_state
+from .states import digits_config, save_stand_in_run
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
   """(workdir, config, the first three test digits written as PNG, JPEG-named PNG and WebP)."""
-  config = load_config_file(str(ROOT / "configs/default.py:pretrain"))
-  config.unlock()
-  config.model_name = "ViT-micro/4"
-  config.lock()
+  config = digits_config()
   source = sources.get_source(config.data)
-  state = random_state(setup(config, source).abstract_state, scale=0.3)
-  workdir = tmp_path_factory.mktemp("run")
-  with checkpoint.Checkpointer(workdir / checkpoint.CHECKPOINT_SUBDIR) as ckpt:
-    ckpt.save(1, state, {"data_position": 0}, force=True)
+  workdir = save_stand_in_run(config, tmp_path_factory.mktemp("run"), source=source)
   save_config(config, str(workdir))
   run_files.write_class_names(str(workdir), NAMES)
   digits = [example["image"] for example in source.read("test").take(3).as_numpy_iterator()]

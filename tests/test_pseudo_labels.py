@@ -15,7 +15,7 @@ from vit_jax.data.pseudo_label_selection import select
 from vit_jax.pseudo_labels import label
 from vit_jax.train.loop import setup
 
-from .states import random_state
+from .states import save_stand_in_run
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 UNLABELED = "train[-64:]"  # a small unlabelled split keeps the test short
@@ -33,13 +33,7 @@ def config_for(stage="teacher", model_name="ViT-micro/4", **data):
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
   """A workdir holding a ViT-micro/4 state for the digits (random weights, head included)."""
-  config = config_for()
-  s = setup(config, sources.get_source(config.data))
-  state = random_state(s.abstract_state, scale=0.3)
-  workdir = tmp_path_factory.mktemp("teacher")
-  with checkpoint.Checkpointer(workdir / checkpoint.CHECKPOINT_SUBDIR) as ckpt:
-    ckpt.save(1, state, {"data_position": 0}, force=True)
-  return workdir
+  return save_stand_in_run(config_for(), tmp_path_factory.mktemp("teacher"))
 
 
 @pytest.fixture(scope="module")

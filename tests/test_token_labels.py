@@ -2,41 +2,23 @@
 teacher's top-k map, equal to the teacher's dense scores of its eval image; an interrupted run
 resumes to the same maps; a teacher that is not the config's model is refused naming parameters."""
 import os
-import pathlib
 
 import numpy as np
 import pytest
 
 from vit_jax import checkpoint
-from vit_jax.config_cli import load_config_file
 from vit_jax.data import pipeline, score_maps, sources
 from vit_jax.models.dense_scores import dense_logits, top_k_maps
 from vit_jax.token_labels import annotate
 from vit_jax.train.loop import setup
 
-from .states import random_state
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def digits_config(model_name="ViT-micro/4"):
-  config = load_config_file(str(ROOT / "configs/default.py:pretrain"))
-  config.unlock()
-  config.model_name = model_name
-  config.eval_batch_size = 64
-  return config.lock()
+from .states import digits_config, save_stand_in_run
 
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
   """A workdir holding a ViT-micro/4 state for the digits (random weights, head included)."""
-  config = digits_config()
-  s = setup(config, sources.get_source(config.data))
-  state = random_state(s.abstract_state, scale=0.3)
-  workdir = tmp_path_factory.mktemp("teacher")
-  with checkpoint.Checkpointer(workdir / checkpoint.CHECKPOINT_SUBDIR) as ckpt:
-    ckpt.save(1, state, {"data_position": 0}, force=True)
-  return workdir
+  return save_stand_in_run(digits_config(), tmp_path_factory.mktemp("teacher"))
 
 
 @pytest.fixture(scope="module")

@@ -7,40 +7,26 @@ and agree with each other (the diagonal over the rows is the per-class accuracy,
 examples the top-1 accuracy). The figure is a PNG of the documented size; ReaL and few-shot results
 are added when asked."""
 import json
-import pathlib
 
 import matplotlib.image
 import numpy as np
 import pytest
 
-from vit_jax import checkpoint, run_files
-from vit_jax.config_cli import load_config_file
+from vit_jax import run_files
 from vit_jax.data import sources
 from vit_jax.evaluate import command, plots, report
-from vit_jax.train.loop import save_config, setup
+from vit_jax.train.loop import save_config
 
-from ..states import random_state
+from ..states import digits_config, save_stand_in_run
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 TEST_EXAMPLES = 359
-
-
-def digits_config():
-  config = load_config_file(str(ROOT / "configs/default.py:pretrain"))
-  config.unlock()
-  config.model_name = "ViT-micro/4"
-  config.eval_batch_size = 64
-  return config.lock()
 
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
   config = digits_config()
   source = sources.get_source(config.data)
-  state = random_state(setup(config, source).abstract_state, scale=0.3)
-  workdir = tmp_path_factory.mktemp("run")
-  with checkpoint.Checkpointer(workdir / checkpoint.CHECKPOINT_SUBDIR) as ckpt:
-    ckpt.save(1, state, {"data_position": 0}, force=True)
+  workdir = save_stand_in_run(config, tmp_path_factory.mktemp("run"), source=source)
   save_config(config, str(workdir))
   run_files.write_class_names(str(workdir), source.class_names())
   labels = [int(example["label"]) for example in source.read("test").as_numpy_iterator()]

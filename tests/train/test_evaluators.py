@@ -7,31 +7,19 @@ digits (random weights: nothing is trained):
   - options an evaluator does not take, and data keys config.data lacks, are refused naming them.
 """
 import json
-import pathlib
 
 import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
 
-from vit_jax.config_cli import load_config_file
 from vit_jax.configuration import eval_config
 from vit_jax.data import pipeline, sources
 from vit_jax.metrics import fewshot as fewshot_lib
 from vit_jax.train import eval_pass, evaluators
 from vit_jax.train.loop import setup
 
-from ..states import random_state
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-
-def digits_config():
-  config = load_config_file(str(ROOT / "configs/default.py:pretrain"))
-  config.unlock()
-  config.model_name = "ViT-micro/4"
-  config.eval_batch_size = 64
-  return config.lock()
+from ..states import digits_config, random_state
 
 
 @pytest.fixture(scope="module")
