@@ -86,8 +86,10 @@ def timm_model(spec: dict):
   else:
     vit.update(class_token=False, global_pool="avg", fc_norm=False)
   if family == "HybridVisionTransformer":
-    # timm has no (w - mean) / (std + eps) form: with weight_std_form='std' it computes sqrt(var + eps).
-    conv = functools.partial(StdConv2dSame, eps=f["weight_std_epsilon"])
+    # timm has no (w - mean) / (std + eps) form: for weight_std_form='std' the export rewrites the
+    # kernels for timm's StdConv2dSame at its usual eps 1e-8 (vit_jax/export/timm_kernels.py).
+    eps = 1e-8 if f["weight_std_form"] == "std" else f["weight_std_epsilon"]
+    conv = functools.partial(StdConv2dSame, eps=eps)
     if f["resnet_layers"]:
       backbone = ResNetV2(layers=f["resnet_layers"], channels=channels, stem_chs=width, num_classes=0,
                           global_pool="", stem_type="same", preact=False, norm_layer=norm,

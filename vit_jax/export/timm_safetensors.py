@@ -2,15 +2,16 @@
 model of the same architecture loads it with load_state_dict(strict=True).
 
 The names come from vit_jax.convert.to_torch, the import rules run backwards; writing needs only the
-`safetensors` package (its numpy API), not torch. docs/export.md says which timm constructor
-options build the matching model and where the numerics of the two differ.
+`safetensors` package (its numpy API), not torch. A hybrid with the official weight standardization
+(weight_std_form='std', which timm lacks) gets its backbone kernels rewritten for timm's form
+(timm_kernels.py). docs/export.md says which timm constructor options build the matching model.
 """
 from typing import Any
 
 import safetensors.numpy
 
 from vit_jax.convert import to_torch
-from vit_jax.export import files
+from vit_jax.export import files, timm_kernels
 from vit_jax.export.trained import Trained
 from vit_jax.models.hybrid import HybridVisionTransformer
 from vit_jax.models.resnet import ResNetV2
@@ -33,7 +34,14 @@ def timm_state_dict(trained: Trained) -> dict[str, Any]:
     raise ValueError(
         f"timm has no {family.__name__} ({trained.model_name}), so there are no timm names to write; "
         "export it as npz, saved_model or onnx")
-  return to_torch(trained.model_name, trained.variables, **trained.overrides)
+  state = to_torch(trained.model_name, trained.variables, **trained.overrides)
+  if _rewrites_kernels(trained.model):
+    state = timm_kernels.rewrite_backbone(state, trained.model.weight_std_epsilon)
+  return state
+
+
+def _rewrites_kernels(model: Any) -> bool:
+  return isinstance(model, HybridVisionTransformer) and model.weight_std_form == "std"
 
 
 def save_safetensors(trained: Trained, path: Any) -> dict[str, Any]:
@@ -41,6 +49,11 @@ def save_safetensors(trained: Trained, path: Any) -> dict[str, Any]:
   state = timm_state_dict(trained)
   metadata = {"format": "pt", "model_name": trained.model_name,
               "timm_class": TIMM_CLASSES[type(trained.model)]}
+  if _rewrites_kernels(trained.model):
+    metadata["backbone_kernels"] = (
+        f"rewritten for timm StdConv2dSame(eps={timm_kernels.TIMM_HYBRID_EPSILON:g}); vit_jax reads "
+        f"them back with weight_std_form='sqrt_var', weight_std_epsilon="
+        f"{timm_kernels.TIMM_HYBRID_EPSILON:g}")
   files.write_bytes(path, safetensors.numpy.save(state, metadata=metadata))
   return state
 
@@ -56,11 +69,13 @@ def timm_numerics(model: Any) -> str:
     notes.append(f"act_layer='{'gelu_tanh' if model.gelu_approximate else 'gelu'}'")
   if hasattr(model, "weight_std_epsilon"):
     conv = "StdConv2dSame" if isinstance(model, HybridVisionTransformer) else "StdConv2d"
-    notes.append(f"conv_layer={conv}(eps={model.weight_std_epsilon:g}), "
+    epsilon = (timm_kernels.TIMM_HYBRID_EPSILON if _rewrites_kernels(model)
+               else model.weight_std_epsilon)
+    notes.append(f"conv_layer={conv}(eps={epsilon:g}), "
                  f"norm_layer=GroupNormAct(eps={model.group_norm_epsilon:g})")
-  if getattr(model, "weight_std_form", "sqrt_var") != "sqrt_var":
-    notes.append(f"weight_std_form={model.weight_std_form!r} has no timm counterpart (timm divides by "
-                 "sqrt(var + eps)): logits differ by about 1e-4")
+  if _rewrites_kernels(model):
+    notes.append(f"the backbone's kernels are written for that eps: our (w - mean) / (std + "
+                 f"{model.weight_std_epsilon:g}) has no timm form (docs/export.md#timm)")
   return "; ".join(notes) or "timm's defaults"
 
 
