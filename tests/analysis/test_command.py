@@ -1,60 +1,35 @@
-"""Specification of `python -m vit_jax.analysis` on a checkpoint of the default job's kind (ViT-micro/4
-on the digits at 16 px, class token), over real test images.
-
-The checkpoint is built, not trained (the suite cannot afford training): random weights, and a
-position table made smooth over the 4x4 grid (position (r, c) has (cos ar, sin ar, cos bc, sin bc) in
-its first four features, zeros elsewhere). What is asserted must then hold:
+"""Specification of `python -m vit_jax.analysis` on the default job's trained checkpoint
+(tests/default_job.py: ViT-tiny/4, 4 layers of 4 heads, fine-tuned on the digits at 32 px: an 8x8
+grid of 4 px patches and a class token), over real
+test images. What is asserted must hold:
   - the principal components are orthonormal: PCA's directions are, for any filters;
   - each position embedding is most similar to itself (a cosine similarity is at most 1, reached by
-    the vector itself) and, for this table, its most similar other embedding is a grid neighbour, since
-    the similarity falls strictly with grid distance. A trained model's table only tends that way
-    (the default job's: every position; experiments/README.md, "Figure 7 on the digits");
+    the vector itself), and this trained table's most similar other embedding is a grid neighbour for
+    every position (experiments/README.md, "Figure 7 on the digits");
   - attention distances lie in [0, the largest patch-centre distance] within [0, the image diagonal]:
     each is an average of those distances under non-negative weights that sum to 1;
   - rollout rows are non-negative and sum to 1 (products of row-stochastic matrices), and the maps,
     the class token's row over the patches, are non-negative.
 """
 import json
-import pathlib
 
 import numpy as np
 import pytest
 
 from vit_jax.analysis import command, plots, report
-from vit_jax.checkpoint import naming
 from vit_jax.config_cli import load_config_file
-from vit_jax.models import create_model
 
-from ..models.tiny import random_variables
+from .. import default_job
+from ..states import ROOT
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 IMAGES, SAMPLES = 24, 3
-
-
-def digits_config():
-  config = load_config_file(str(ROOT / "configs/default.py:pretrain"))
-  config.unlock()
-  config.model_name = "ViT-micro/4"
-  return config.lock()
-
-
-def smooth_position_table(side=4, features=32, row_rate=0.5, col_rate=0.4):
-  rows, cols = np.divmod(np.arange(side * side), side)
-  table = np.zeros((1, 1 + side * side, features), np.float32)
-  table[0, 0, :] = 0.3  # the class token's row: left out by the analysis
-  table[0, 1:, :4] = np.stack([np.cos(row_rate * rows), np.sin(row_rate * rows),
-                               np.cos(col_rate * cols), np.sin(col_rate * cols)], axis=1)
-  return table
 
 
 @pytest.fixture(scope="module")
 def analysed(tmp_path_factory):
-  params = random_variables(create_model("ViT-micro/4", num_classes=10, image_size=16))["params"]
-  params["Transformer"]["posembed_input"]["pos_embedding"] = smooth_position_table()
-  checkpoint = tmp_path_factory.mktemp("checkpoint") / "vit.npz"
-  np.savez(checkpoint, **naming.flatten(naming.to_public_names(params)))  # the public npz format
+  workdir = default_job.save_run(tmp_path_factory.mktemp("default_job"))
   output = tmp_path_factory.mktemp("figures")
-  written, summary = command.run(digits_config(), str(checkpoint), str(output), images=IMAGES,
+  written, summary = command.run(default_job.config(), str(workdir), str(output), images=IMAGES,
                                  samples=SAMPLES)
   return output, written, summary, dict(np.load(output / report.NUMBERS))
 
@@ -68,8 +43,8 @@ def test_the_command_writes_four_figures_and_the_numbers_behind_them(analysed):
     assert (output / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   assert json.loads((output / report.SUMMARY).read_text()) == {**summary, "files": names}
   assert summary["images"] == IMAGES and summary["rollout_samples"] == SAMPLES
-  assert (summary["grid"], summary["layers"], summary["heads"], summary["class_token"]) == (4, 2, 2, True)
-  assert numbers["sample_images"].shape == (SAMPLES, 16, 16, 3)
+  assert (summary["grid"], summary["layers"], summary["heads"], summary["class_token"]) == (8, 4, 4, True)
+  assert numbers["sample_images"].shape == (SAMPLES, 32, 32, 3)
   assert numbers["sample_images"].std() > 0.1  # real digits, not padding
 
 
@@ -82,8 +57,8 @@ def test_principal_components_of_the_filters_are_orthonormal(analysed):
 
 def test_each_position_embedding_is_most_similar_to_itself_then_to_a_neighbour(analysed):
   _, _, summary, numbers = analysed
-  flat = numbers["position_similarity"].reshape(16, 16)
-  assert list(flat.argmax(axis=1)) == list(range(16))
+  flat = numbers["position_similarity"].reshape(64, 64)
+  assert list(flat.argmax(axis=1)) == list(range(64))
   np.testing.assert_allclose(np.diag(flat), 1.0, atol=1e-6)
   assert summary["position_similarity"]["most_similar_other_is_a_neighbour"] == 1.0
 
@@ -92,10 +67,10 @@ def test_attention_distances_lie_between_zero_and_the_image_diagonal(analysed):
   _, _, summary, numbers = analysed
   per_image = numbers["attention_distance_per_image"]
   pixels = summary["attention_distance_pixels"]
-  assert per_image.shape == (IMAGES, 2, 2)
+  assert per_image.shape == (IMAGES, 4, 4)
   assert per_image.min() >= 0 and per_image.max() <= pixels["largest_possible"] + 1e-4
-  assert pixels["largest_possible"] == pytest.approx(12 * np.sqrt(2), abs=1e-4)  # 3 cells of 4 px
-  assert pixels["largest_possible"] < pixels["image_diagonal"] == pytest.approx(16 * np.sqrt(2), abs=1e-4)
+  assert pixels["largest_possible"] == pytest.approx(28 * np.sqrt(2), abs=1e-4)  # 7 cells of 4 px
+  assert pixels["largest_possible"] < pixels["image_diagonal"] == pytest.approx(32 * np.sqrt(2), abs=1e-4)
   np.testing.assert_allclose(numbers["attention_distance"], per_image.mean(axis=0), rtol=1e-5)
   assert 0 <= numbers["class_token_share"].min() and numbers["class_token_share"].max() <= 1
 
@@ -103,10 +78,10 @@ def test_attention_distances_lie_between_zero_and_the_image_diagonal(analysed):
 def test_rollout_rows_sum_to_one_and_its_maps_are_non_negative(analysed):
   numbers = analysed[3]
   rolled = numbers["rollout"]
-  assert rolled.shape == (SAMPLES, 17, 17) and rolled.min() >= 0
+  assert rolled.shape == (SAMPLES, 65, 65) and rolled.min() >= 0
   np.testing.assert_allclose(rolled.sum(axis=-1), 1.0, rtol=1e-5)
-  np.testing.assert_array_equal(numbers["rollout_maps"].reshape(SAMPLES, 16), rolled[:, 0, 1:])
-  assert numbers["rollout_image_maps"].shape == (SAMPLES, 16, 16)
+  np.testing.assert_array_equal(numbers["rollout_maps"].reshape(SAMPLES, 64), rolled[:, 0, 1:])
+  assert numbers["rollout_image_maps"].shape == (SAMPLES, 32, 32)
   assert numbers["rollout_image_maps"].min() >= 0
 
 
