@@ -14,14 +14,20 @@ from typing import Optional, Sequence
 from vit_jax import configuration
 
 
-def load_config_file(spec: str):
-  """Calls get_config of 'path/to/file.py[:argument]' like ml_collections' config flags do."""
-  path, _, argument = spec.partition(":")
+def load_module(path: str):
+  """The Python file at `path` run as a module (a config file, or a sweep file that is one too)."""
   if not pathlib.Path(path).is_file():
     raise ValueError(f"config file {path} does not exist")
   module_spec = importlib.util.spec_from_file_location("cli_config", path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
+  return module
+
+
+def load_config_file(spec: str):
+  """Calls get_config of 'path/to/file.py[:argument]' like ml_collections' config flags do."""
+  path, _, argument = spec.partition(":")
+  module = load_module(path)
   return module.get_config(argument) if argument else module.get_config()
 
 

@@ -11,6 +11,7 @@ from typing import Mapping
 
 from clu import metric_writers
 from vit_jax import whole_files
+from vit_jax.train import metric_rows
 
 
 class MetricLog:
@@ -19,7 +20,7 @@ class MetricLog:
   def __init__(self, workdir: str, *, enabled: bool = True, resume_step: int = 0):
     """resume_step: the step the run restarts from; rows of later steps are removed."""
     self.enabled = enabled
-    self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
+    self.jsonl_path = os.path.join(workdir, metric_rows.FILE)
     self.set_aside_path = os.path.join(workdir, "metrics_set_aside.jsonl")
     self._tensorboard = None
     if enabled:
@@ -40,16 +41,7 @@ class MetricLog:
 
   def rows(self) -> list[dict]:
     """Every row written so far (empty for a new workdir); a torn last line is ignored."""
-    if not os.path.exists(self.jsonl_path):
-      return []
-    rows = []
-    with open(self.jsonl_path) as f:
-      for line in f:
-        try:
-          rows.append(json.loads(line))
-        except json.JSONDecodeError:
-          continue
-    return rows
+    return metric_rows.read(self.jsonl_path)
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     if not self.enabled:
