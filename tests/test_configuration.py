@@ -73,7 +73,9 @@ CONFIG_ARGS = [("default", "pretrain"), ("default", "finetune"), ("bit", "R50x1"
                ("hybrid", "R50+B/16"), ("hybrid", "test"), ("tnt", "tnt_s"), ("tnt", "test"),
                ("t2t", "t2t_vit_14"), ("t2t", "test"), ("lvvit", "lvvit_s"), ("lvvit", "test"),
                ("lvvit", "digits_token_label"), ("noisy_student", "teacher"),
-               ("noisy_student", "student")]
+               ("noisy_student", "student"), ("vit_pretrain", "jft:H/14"),
+               ("vit_pretrain", "augreg_i21k:B/16"), ("vit_finetune", "cifar10:B/16"),
+               ("vit_finetune", "vtab/smallnorb_azimuth:B/16")]
 
 
 def test_every_config_loads_without_jax_or_tensorflow():
