@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from vit_jax.configuration import check_values
 from vit_jax.models import create_model, list_models
 from vit_jax.models.t2t import soft_split, sinusoid_table
 
@@ -228,7 +229,15 @@ def test_config_picks_the_variant_and_the_paper_recipe(variant, name, learning_r
   assert (config.data.source, config.data.name, config.batch_size) == ("tfds", "imagenet2012", 512)
   assert (config.optim.name, config.optim.learning_rate, config.optim.weight_decay) == (
       "adamw", learning_rate, weight_decay)
-  assert config.model.stochastic_depth == 0.1 and config.train.label_smoothing == 0.1
+  assert config.model.stochastic_depth == 0.1 and config.optim.grad_clip_norm == 0
+  assert (config.train.epochs, config.optim.warmup_steps, config.optim.end_learning_rate) == (
+      300, 25_023, 1e-5)
+  # main.py's augmentation (docs/recipes.md#t2t): RandAugment m9, label smoothing 0.1 in the targets
+  # that mixup 0.8 and cutmix 1.0 mix, and the EMA of the weights.
+  assert "|flip_lr|randaug(2, 9)|" in config.data.pp_train
+  assert config.data.pp_train.endswith("|onehot(smoothing=0.1)") and not config.train.label_smoothing
+  assert config.data.pp_batch == "mixup(0.8)|cutmix(1.0)" and config.optim.ema_decay == 0.99996
+  check_values(config)
 
 
 def test_config_rejects_unknown_variant():
@@ -248,6 +257,7 @@ def test_tiny_t2t_trains_on_eight_devices_with_the_batch_sharded(train_losses, n
   config.optim.learning_rate = 3e-3
   config.optim.warmup_steps = 1
   config.optim.weight_decay = 0.0
+  config.optim.ema_decay = 0.0  # the recipe's EMA is not what this test trains
   losses = train_losses(config, steps=10)
   assert all(np.isfinite(losses))
   assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses

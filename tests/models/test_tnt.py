@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vit_jax.configuration import base_config, model_overrides
+from vit_jax.configuration import base_config, check_values, model_overrides
 from vit_jax.models import create_model, list_models
 from vit_jax.models.tnt import TransformerInTransformer
 
@@ -170,6 +170,14 @@ def test_config_is_the_official_imagenet_recipe(variant, name):
   assert config.model_name == name and config.data.name == "imagenet2012"
   assert (config.batch_size, config.optim.name, config.optim.learning_rate,
           config.optim.weight_decay, config.model.stochastic_depth) == (1024, "adamw", 1e-3, 0.05, 0.1)
+  assert (config.train.epochs, config.optim.warmup_steps, config.optim.decay,
+          config.optim.end_learning_rate, config.optim.grad_clip_norm) == (300, 6255, "cosine", 1e-5, 0)
+  # DeiT's augmentation (docs/recipes.md#tnt): RandAugment m9, smoothed targets mixed by mixup 0.8
+  # and cutmix 1.0, and the EMA of the weights.
+  assert "|flip_lr|randaug(2, 9)|" in config.data.pp_train
+  assert config.data.pp_train.endswith("|onehot(smoothing=0.1)") and not config.train.label_smoothing
+  assert config.data.pp_batch == "mixup(0.8)|cutmix(1.0)" and config.optim.ema_decay == 0.99996
+  check_values(config)
   model = create_model(config.model_name, num_classes=1000, image_size=config.data.image_size,
                        **model_overrides(config))
   assert isinstance(model, TransformerInTransformer) and model.stochastic_depth == 0.1
