@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import ml_collections
 
-from vit_jax import model_fields, paths
+from vit_jax import model_fields, paths, public_checkpoints
 
 # Names the trainer's registries accept (vit_jax.train.losses, vit_jax.train.evaluators); listed
 # here for the messages of a config that cannot work, checked again where they are built.
@@ -251,7 +251,8 @@ def check_values(config: ml_collections.ConfigDict, workdir: Optional[str] = Non
   Checks what can be known before anything is built: positive step intervals and batch sizes,
   batch_size divisible by train.accum_steps, one duration, warmup shorter than train.steps, an
   init_from, a data.pseudo_labels and a data.score_maps that exist (local paths; URLs are not
-  checked), score maps for the token_label loss, and a workdir that is not a file.
+  checked), a public checkpoint name's model (vit_jax/public_checkpoints.py), score maps for the
+  token_label loss, and a workdir that is not a file.
   Divisibility by the mesh needs the devices and is checked when the mesh is built.
   """
   train = config.train
@@ -290,9 +291,16 @@ def check_values(config: ml_collections.ConfigDict, workdir: Optional[str] = Non
                       "config.data.score_maps is empty: write them with python -m "
                       "vit_jax.token_labels and set --config.data.score_maps to their directory")
   init_from = paths.expand(config.init_from)
-  if init_from and not paths.is_url(init_from) and not os.path.exists(init_from):
+  if public_checkpoints.lookup(init_from):
+    try:
+      public_checkpoints.check_fits(init_from, config.model_name,
+                                    config.model.get("classifier") or "token")
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+  elif init_from and not paths.is_url(init_from) and not os.path.exists(init_from):
     raise ConfigError(f"config.init_from={config.init_from!r} does not exist: set it to a workdir, "
-                      "an Orbax checkpoint or an .npz file")
+                      "an Orbax checkpoint, an .npz file or the name of a public checkpoint ("
+                      f"{public_checkpoints.unknown_name_hint(init_from)})")
   workdir = paths.expand(workdir)
   if workdir and os.path.isfile(workdir):
     raise ConfigError(f"workdir {workdir!r} is a file: give a directory (new or of an earlier run)")

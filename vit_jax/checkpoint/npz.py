@@ -11,7 +11,7 @@ import zlib
 
 import numpy as np
 
-from vit_jax.checkpoint import naming
+from vit_jax.checkpoint import big_vision_layout, naming
 
 PathLike = Union[str, os.PathLike]
 
@@ -102,8 +102,11 @@ def load_flat_npz(path: PathLike) -> dict[str, np.ndarray]:
 def load_npz(path: PathLike) -> dict[str, Any]:
   """Loads an npz checkpoint as a nested dict of numpy arrays with in-memory (Linen) names.
 
-  Accepts the published pre-Linen numbering (MultiHeadDotProductAttention_1, LayerNorm_2, MlpBlock_3)
-  and files already in Linen numbering; GroupNorm scale/bias stored as (1, 1, 1, C) become (C,).
+  Accepts the published pre-Linen numbering (MultiHeadDotProductAttention_1, LayerNorm_2, MlpBlock_3),
+  files already in Linen numbering, and big_vision's ViT layout (big_vision_layout.py); GroupNorm
+  scale/bias stored as (1, 1, 1, C) become (C,).
   """
   flat = naming.squeeze_groupnorm(load_flat_npz(path))
-  return naming.to_linen_names(naming.unflatten(flat))
+  tree = naming.to_linen_names(naming.unflatten(flat))
+  return big_vision_layout.to_our_layout(tree, os.fspath(path)) if big_vision_layout.is_big_vision(
+      tree) else tree

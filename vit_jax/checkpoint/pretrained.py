@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from vit_jax.checkpoint import layers_layout
+from vit_jax.checkpoint import big_vision_layout, layers_layout
 from vit_jax.checkpoint import naming
 from vit_jax.checkpoint.params import restore_model_state, restore_params
 from vit_jax.checkpoint.posemb import resize_posemb
@@ -109,6 +109,9 @@ def load_pretrained(init_params: Mapping[str, Any], source_path: Union[str, os.P
   else:
     source, raw = os.fspath(source_path), restore_params(source_path)
   pretrained = naming.flatten(layers_layout.unstack_layers(raw))
+  # A big_vision ViT with posemb='sincos2d' stores no table: it is computed for the new grid.
+  sincos_key = "/".join(big_vision_layout.OUR_POSEMB) if big_vision_layout.uses_sincos_table(
+      raw) else None
   has_pre_logits = any(_top(key) == PRE_LOGITS for key in init)
   if keep_pre_logits and not has_pre_logits:
     raise ValueError("keep_pre_logits=True but the new model has no pre_logits layer; set "
@@ -122,6 +125,11 @@ def load_pretrained(init_params: Mapping[str, Any], source_path: Union[str, os.P
     if reset:
       params[key] = fresh
       report.reset.append(key)
+      continue
+    if key not in pretrained and key == sincos_key:
+      params[key] = big_vision_layout.sincos_table(
+          int(np.sqrt(fresh.shape[1] - has_class_token)), fresh.shape[2], has_class_token, fresh.dtype)
+      report.resized.append((key, "big_vision's fixed 2D sin-cos table", fresh.shape))
       continue
     if key not in pretrained:
       mismatches.append((key, "missing", fresh.shape))

@@ -17,7 +17,8 @@ import numpy as np
 import tqdm
 from jax.experimental import multihost_utils
 
-from vit_jax import checkpoint, configuration, flops, parallel, paths, run_files, whole_files
+from vit_jax import checkpoint, configuration, flops, parallel, paths, public_checkpoints, run_files
+from vit_jax import whole_files
 from vit_jax.data import pipeline, sources
 from vit_jax.train import build, finiteness, optim
 from vit_jax.train import evaluators as evaluators_lib
@@ -42,8 +43,10 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 def load_init_weights(state: TrainState, s: build.Setup, init_from: str, workdir: str) -> TrainState:
   """Fine-tuning: the pretrained weights of `init_from` in a fresh state, the head reset and the
-  position embeddings resized as the model's interface says; a report goes to init_report.txt."""
+  position embeddings resized as the model's interface says; a report goes to init_report.txt.
+  `init_from` may name a public checkpoint (vit_jax/public_checkpoints.py): its file is read."""
   interface = s.model.interface
+  init_from = public_checkpoints.resolve(init_from)
   params, report = checkpoint.load_pretrained(
       jax.device_get(state.params), init_from, has_class_token=interface.class_token,
       keep_pre_logits=interface.representation_layer)
