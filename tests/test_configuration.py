@@ -130,6 +130,9 @@ def _runnable_config():
     ("optim.warmup_steps", 10, "config.optim.warmup_steps=10 is not below config.train.steps=10"),
     ("optim.warmup_steps", -1, "config.optim.warmup_steps=-1"),
     ("init_from", "/no/such/dir", "config.init_from='/no/such/dir' does not exist"),
+    ("init_posemb", "bilinear", "config.init_posemb='bilinear' is not a way to carry position "
+                                "embeddings to a new grid: set it to one of interpolate_2d, "
+                                "interpolate_1d, reset"),
     ("data.pseudo_labels", "/no/such/dir", "config.data.pseudo_labels='/no/such/dir' does not exist"),
     ("data.labeled_repeats", -1, "config.data.labeled_repeats=-1"),
     ("data.score_maps", "/no/such/dir", "config.data.score_maps='/no/such/dir' does not exist"),

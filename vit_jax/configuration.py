@@ -17,6 +17,8 @@ from vit_jax import model_fields, paths, public_checkpoints
 # Names the trainer's registries accept (vit_jax.train.losses, vit_jax.train.evaluators); listed
 # here for the messages of a config that cannot work, checked again where they are built.
 LOSS_AUTO = "auto"  # sigmoid_xent for multi-label sources, softmax_xent otherwise
+# config.init_posemb (vit_jax.checkpoint.pretrained.INIT_POSEMB_MODES).
+INIT_POSEMB_MODES = ("interpolate_2d", "interpolate_1d", "reset")
 
 
 def data_config() -> ml_collections.ConfigDict:
@@ -158,6 +160,10 @@ def base_config(model_name: str = "ViT-B/16") -> ml_collections.ConfigDict:
   config.fsdp_min_size = 16_384
   config.fsdp_check_size = 262_144
   config.init_from = ""               # workdir, Orbax checkpoint or public-format .npz to fine-tune from
+  # What init_from's position embeddings become when the model's token grid differs: 'interpolate_2d'
+  # (bilinear over the grid, the reference), 'interpolate_1d' (the patch rows interpolated as one
+  # sequence, grid ignored) or 'reset' (the new model's fresh init).
+  config.init_posemb = "interpolate_2d"
   return config
 
 
@@ -249,10 +255,10 @@ def check_values(config: ml_collections.ConfigDict, workdir: Optional[str] = Non
   """Raises ConfigError, naming the key, for a value that cannot work; needs no jax or data.
 
   Checks what can be known before anything is built: positive step intervals and batch sizes,
-  batch_size divisible by train.accum_steps, one duration, warmup shorter than train.steps, an
-  init_from, a data.pseudo_labels and a data.score_maps that exist (local paths; URLs are not
-  checked), a public checkpoint name's model (vit_jax/public_checkpoints.py), score maps for the
-  token_label loss, and a workdir that is not a file.
+  batch_size divisible by train.accum_steps, one duration, warmup shorter than train.steps, a known
+  init_posemb, an init_from, a data.pseudo_labels and a data.score_maps that exist (local paths;
+  URLs are not checked), a public checkpoint name's model (vit_jax/public_checkpoints.py), score
+  maps for the token_label loss, and a workdir that is not a file.
   Divisibility by the mesh needs the devices and is checked when the mesh is built.
   """
   train = config.train
@@ -290,6 +296,9 @@ def check_values(config: ml_collections.ConfigDict, workdir: Optional[str] = Non
     raise ConfigError("config.loss='token_label' trains on a teacher's score maps, and "
                       "config.data.score_maps is empty: write them with python -m "
                       "vit_jax.token_labels and set --config.data.score_maps to their directory")
+  if config.init_posemb not in INIT_POSEMB_MODES:
+    raise ConfigError(f"config.init_posemb={config.init_posemb!r} is not a way to carry position "
+                      f"embeddings to a new grid: set it to one of {', '.join(INIT_POSEMB_MODES)}")
   init_from = paths.expand(config.init_from)
   if public_checkpoints.lookup(init_from):
     try:

@@ -1,9 +1,11 @@
-"""resize_posemb matches the reference (scipy.ndimage.zoom, order=1) and rejects non-square grids."""
+"""resize_posemb matches the reference (scipy.ndimage.zoom, order=1) and rejects non-square grids;
+resize_posemb_1d interpolates the same rows as one sequence, which is another table."""
 import numpy as np
 import pytest
 from scipy import ndimage
 
 from vit_jax.checkpoint import resize_posemb
+from vit_jax.checkpoint.posemb import resize_posemb_1d
 
 
 def scipy_reference(posemb, num_tokens, has_class_token):
@@ -59,3 +61,27 @@ def test_non_square_grid_is_a_clear_error():
     resize_posemb(np.zeros((1, 17, 4), np.float32), 51, has_class_token=True)
   with pytest.raises(ValueError, match=r"shape \(1, tokens, hidden\)"):
     resize_posemb(np.zeros((2, 17, 4), np.float32), 50, has_class_token=True)
+
+
+def test_a_2x2_grid_to_4x4_in_2d_and_as_one_sequence():
+  posemb = np.array([9, 0, 1, 2, 3], np.float32).reshape(1, 5, 1)  # cls 9, grid [[0, 1], [2, 3]].
+  two_d = resize_posemb(posemb, 17, has_class_token=True)
+  one_d = resize_posemb_1d(posemb, 17, has_class_token=True)
+  assert two_d[0, 0, 0] == one_d[0, 0, 0] == 9
+  # 2D: the value at grid position (y, x) of the 4x4 grid is 2y/3 + x/3, corners kept.
+  np.testing.assert_allclose(two_d[0, 1:, 0].reshape(4, 4),
+                             [[2 * y / 3 + x / 3 for x in range(4)] for y in range(4)], atol=1e-6)
+  # 1D: the 4 rows 0, 1, 2, 3 spread over 16 positions, i / 5: the second grid row starts at 0.8,
+  # between the first row's values, where 2D puts 2/3 (the first row's first value plus a row).
+  np.testing.assert_allclose(one_d[0, 1:, 0], [i / 5 for i in range(16)], atol=1e-6)
+  assert one_d.dtype == two_d.dtype == np.float32
+
+
+def test_1d_needs_no_square_grid_and_keeps_the_end_rows():
+  posemb = np.random.default_rng(0).normal(size=(1, 5, 3)).astype(np.float32)  # no class token
+  got = resize_posemb_1d(posemb, 7, has_class_token=False)
+  assert got.shape == (1, 7, 3)
+  np.testing.assert_allclose(got[0, [0, -1]], posemb[0, [0, -1]], atol=1e-6)
+  np.testing.assert_allclose(got[0, 3], (posemb[0, 2]), atol=1e-6)  # 3 of 6 steps = row 2 of 4
+  with pytest.raises(ValueError, match=r"shape \(1, tokens, hidden\)"):
+    resize_posemb_1d(np.zeros((17, 4), np.float32), 50, has_class_token=True)

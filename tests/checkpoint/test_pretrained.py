@@ -5,7 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from vit_jax import configuration
 from vit_jax.checkpoint import load_pretrained, resize_posemb
+from vit_jax.checkpoint.posemb import resize_posemb_1d
+from vit_jax.checkpoint.pretrained import INIT_POSEMB_MODES
 from vit_jax.export import save_npz
 
 from .tiny import init_params
@@ -49,6 +52,36 @@ def test_finetune_at_higher_resolution_with_new_head(tmp_path):
   assert "resized  Transformer/posembed_input/pos_embedding  (1, 17, 32) -> (1, 65, 32)" in text
   assert "reset    head/kernel" in text
   assert "loaded   Transformer/encoderblock_1/MlpBlock_0/Dense_0/kernel" in text
+
+
+def test_init_posemb_decides_what_a_position_table_becomes_on_a_new_grid():
+  _, pretrained = init_params(num_classes=10, image_size=8)  # 2x2 grid + cls.
+  _, fresh = init_params(seed=1, num_classes=5, image_size=16)  # 4x4 grid + cls.
+  old, key = get(pretrained, POSEMB), "/".join(POSEMB)
+  loaded = {mode: load_pretrained(fresh, pretrained, has_class_token=True, keep_pre_logits=False,
+                                  init_posemb=mode) for mode in INIT_POSEMB_MODES}
+  tables = {mode: get(params, POSEMB) for mode, (params, _) in loaded.items()}
+  np.testing.assert_array_equal(tables["interpolate_2d"], resize_posemb(old, 17, True))
+  np.testing.assert_array_equal(tables["interpolate_1d"], resize_posemb_1d(old, 17, True))
+  np.testing.assert_array_equal(tables["reset"], get(fresh, POSEMB))
+  assert not np.allclose(tables["interpolate_1d"], tables["interpolate_2d"])
+  for table in (tables["interpolate_1d"], tables["interpolate_2d"]):
+    np.testing.assert_array_equal(table[:, :1], old[:, :1])  # the class-token row is kept
+  for params, _ in loaded.values():  # ... and everything but the head and the table is loaded
+    np.testing.assert_array_equal(params["embedding"]["kernel"], pretrained["embedding"]["kernel"])
+  reports = {mode: report.format() for mode, (_, report) in loaded.items()}
+  assert (f"resized  {key}  (1, 5, 32) -> (1, 17, 32)  (interpolate_2d: the 2x2 grid bilinearly "
+          "to 4x4)") in reports["interpolate_2d"]
+  assert (f"resized  {key}  (1, 5, 32) -> (1, 17, 32)  (interpolate_1d: 4 rows linearly to 16, "
+          "as one sequence, grid ignored)") in reports["interpolate_1d"]
+  assert (f"reset    {key}  (fresh init: init_posemb='reset', the checkpoint's (1, 5, 32) not "
+          "used)") in reports["reset"]
+  assert loaded["reset"][1].resized == [] and key in loaded["reset"][1].reset
+  with pytest.raises(ValueError, match="init_posemb='bilinear' is not one of interpolate_2d, "
+                                       "interpolate_1d, reset"):
+    load_pretrained(fresh, pretrained, has_class_token=True, keep_pre_logits=False,
+                    init_posemb="bilinear")
+  assert configuration.INIT_POSEMB_MODES == INIT_POSEMB_MODES  # the schema checks the same names
 
 
 def test_result_applies_in_the_new_model():

@@ -120,14 +120,17 @@ def test_evaluators_run_on_their_cadence_and_compile_their_step_once(tmp_path):
   assert result["test_ema_examples"] == result["test_examples"] == 359
 
 
-def test_finetune_from_a_workdir_resizes_position_embeddings(six_step_run, tmp_path):
+def test_finetune_from_a_workdir_resizes_position_embeddings_as_init_posemb_says(six_step_run,
+                                                                                tmp_path):
   pretrained, _ = six_step_run
   config = default_config("finetune", steps=2, log_every=1, checkpoint_every=2)
   config.init_from = str(pretrained)
+  config.init_posemb = "interpolate_1d"  # not the default: the key reaches the loader
   result = train_and_evaluate(config, str(tmp_path / "ft"))
   assert result["step"] == 2
   report = (tmp_path / "ft" / "init_report.txt").read_text()
-  assert "resized  Transformer/posembed_input/pos_embedding  (1, 17, 32) -> (1, 65, 32)" in report
+  assert ("resized  Transformer/posembed_input/pos_embedding  (1, 17, 32) -> (1, 65, 32)  "
+          "(interpolate_1d: 16 rows linearly to 64, as one sequence, grid ignored)") in report
   assert "reset    head/kernel" in report
   params = final_params(tmp_path / "ft")
   assert params["Transformer"]["posembed_input"]["pos_embedding"].shape == (1, 65, 32)

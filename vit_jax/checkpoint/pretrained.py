@@ -2,10 +2,11 @@
 
 Follows the reference vit_jax `load_pretrained`: the head is always the fresh init (zeros kernel),
 pre_logits is dropped unless the new model keeps a representation layer, and every position embedding
-is resized in 2D when its token count differs. The parameters only a pretraining objective uses
-(masked patch prediction's [mask] embedding and colour head) are dropped when the new model has none,
-and loaded when it has them (fresh when the checkpoint has none). Anything else that differs is an
-error.
+is resized in 2D when its token count differs (or, as `init_posemb` asks, interpolated as a 1D
+sequence or left at the new model's init, to measure what the 2D resize is worth). The parameters
+only a pretraining objective uses (masked patch prediction's [mask] embedding and colour head) are
+dropped when the new model has none, and loaded when it has them (fresh when the checkpoint has
+none). Anything else that differs is an error.
 """
 import dataclasses
 import os
@@ -18,7 +19,7 @@ import numpy as np
 from vit_jax.checkpoint import big_vision_layout, layers_layout
 from vit_jax.checkpoint import naming
 from vit_jax.checkpoint.params import restore_model_state, restore_params
-from vit_jax.checkpoint.posemb import resize_posemb
+from vit_jax.checkpoint.posemb import resize_posemb, resize_posemb_1d
 
 HEADS = ("head", "aux_head")  # classifiers: replaced by the new model's fresh ones (LV-ViT has two)
 PRE_LOGITS = "pre_logits"
@@ -32,6 +33,10 @@ POSITION_EMBEDDINGS = {
     "patch_pos_embedding": True,  # TNT outer table: [cls] + patch grid; changes with the image size.
     "pixel_pos_embedding": False,  # TNT inner table: the words of one patch; changes with the word grid.
 }
+# What happens to a position embedding whose token count changed (config.init_posemb): interpolated
+# over its 2D grid (the reference), interpolated as a flat 1D sequence, or the new model's fresh init.
+POSEMB_RESIZES = {"interpolate_2d": resize_posemb, "interpolate_1d": resize_posemb_1d}
+INIT_POSEMB_MODES = (*POSEMB_RESIZES, "reset")
 Shape = tuple[int, ...]
 
 
@@ -43,6 +48,10 @@ class LoadReport:
   resized: list[tuple[str, Shape, Shape]] = dataclasses.field(default_factory=list)
   reset: list[str] = dataclasses.field(default_factory=list)
   ignored: list[str] = dataclasses.field(default_factory=list)
+  how: dict[str, str] = dataclasses.field(default_factory=dict)  # key -> how it was resized or reset
+
+  def _how(self, key: str) -> str:
+    return f"  ({self.how[key]})" if key in self.how else ""
 
   def format(self, *, list_loaded: bool = True) -> str:
     """A key-by-key text: one line per parameter, grouped by what happened to it.
@@ -54,8 +63,9 @@ class LoadReport:
              f"{len(self.ignored)} ignored."]
     if list_loaded:
       lines += [f"  loaded   {key}" for key in self.loaded]
-    lines += [f"  resized  {key}  {old} -> {new}" for key, old, new in self.resized]
-    lines += [f"  reset    {key}  (fresh init)" for key in self.reset]
+    lines += [f"  resized  {key}  {old} -> {new}{self._how(key)}" for key, old, new in self.resized]
+    lines += [f"  reset    {key}  (fresh init{': ' + self.how[key] if key in self.how else ''})"
+              for key in self.reset]
     lines += [f"  ignored  {key}  (not in the new model)" for key in self.ignored]
     return "\n".join(lines)
 
@@ -89,8 +99,16 @@ def _integer_weights_error(source: str, wrong: list[tuple[str, Any, Any]]) -> Va
       "not a weights file. Export it again with float arrays.")
 
 
+def _resize_how(init_posemb: str, old_rows: int, new_rows: int) -> str:
+  if init_posemb == "interpolate_2d":
+    old, new = int(np.sqrt(old_rows)), int(np.sqrt(new_rows))
+    return f"interpolate_2d: the {old}x{old} grid bilinearly to {new}x{new}"
+  return f"interpolate_1d: {old_rows} rows linearly to {new_rows}, as one sequence, grid ignored"
+
+
 def load_pretrained(init_params: Mapping[str, Any], source_path: Union[str, os.PathLike, Mapping],
-                    *, has_class_token: bool, keep_pre_logits: bool) -> tuple[dict, LoadReport]:
+                    *, has_class_token: bool, keep_pre_logits: bool,
+                    init_posemb: str = "interpolate_2d") -> tuple[dict, LoadReport]:
   """Merges pretrained params into `init_params` for fine-tuning; returns (numpy params, report).
 
   Args:
@@ -101,7 +119,14 @@ def load_pretrained(init_params: Mapping[str, Any], source_path: Union[str, os.P
     has_class_token: whether the new model has a class token (config classifier == 'token'); it
       applies to the position embeddings that carry a class-token row (see POSITION_EMBEDDINGS).
     keep_pre_logits: keep the pretrained representation layer; requires the new model to have one.
+    init_posemb: what a position embedding whose token count changed becomes (INIT_POSEMB_MODES):
+      'interpolate_2d' (its grid resized, the reference), 'interpolate_1d' (its patch rows
+      interpolated as one sequence) or 'reset' (the new model's fresh init). The class-token row
+      is kept by both interpolations. big_vision's fixed sin-cos table is computed for the new grid
+      whatever the mode.
   """
+  if init_posemb not in INIT_POSEMB_MODES:
+    raise ValueError(f"init_posemb={init_posemb!r} is not one of {', '.join(INIT_POSEMB_MODES)}")
   # Compared in the unrolled layout; returned in the layout (scanned or not) of init_params.
   init = naming.flatten(layers_layout.unstack_layers(nn.meta.unbox(init_params)))
   if isinstance(source_path, Mapping):
@@ -141,12 +166,19 @@ def load_pretrained(init_params: Mapping[str, Any], source_path: Union[str, os.P
     class_token_row = POSITION_EMBEDDINGS.get(key.rsplit("/", 1)[-1])
     if (class_token_row is not None and value.shape != fresh.shape
         and value.shape[-1] == fresh.shape[-1]):
+      extra = int(has_class_token and class_token_row)
+      if init_posemb == "reset":
+        params[key] = fresh
+        report.reset.append(key)
+        report.how[key] = f"init_posemb='reset', the checkpoint's {value.shape} not used"
+        continue
       old_shape = value.shape
       try:
-        value = resize_posemb(value, fresh.shape[1], has_class_token and class_token_row)
+        value = POSEMB_RESIZES[init_posemb](value, fresh.shape[1], bool(extra))
       except ValueError as e:
         raise ValueError(f"cannot resize {key} from {source}: {e}") from e
       report.resized.append((key, old_shape, value.shape))
+      report.how[key] = _resize_how(init_posemb, old_shape[1] - extra, value.shape[1] - extra)
     elif value.shape != fresh.shape:
       mismatches.append((key, value.shape, fresh.shape))
       continue

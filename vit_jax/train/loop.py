@@ -41,15 +41,17 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
                          config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
 
 
-def load_init_weights(state: TrainState, s: build.Setup, init_from: str, workdir: str) -> TrainState:
+def load_init_weights(state: TrainState, s: build.Setup, init_from: str, workdir: str,
+                      init_posemb: str = "interpolate_2d") -> TrainState:
   """Fine-tuning: the pretrained weights of `init_from` in a fresh state, the head reset and the
-  position embeddings resized as the model's interface says; a report goes to init_report.txt.
-  `init_from` may name a public checkpoint (vit_jax/public_checkpoints.py): its file is read."""
+  position embeddings resized as the model's interface and `init_posemb` say; a report goes to
+  init_report.txt. `init_from` may name a public checkpoint (vit_jax/public_checkpoints.py): its
+  file is read."""
   interface = s.model.interface
   init_from = public_checkpoints.resolve(init_from)
   params, report = checkpoint.load_pretrained(
       jax.device_get(state.params), init_from, has_class_token=interface.class_token,
-      keep_pre_logits=interface.representation_layer)
+      keep_pre_logits=interface.representation_layer, init_posemb=init_posemb)
   print(report.format(list_loaded=False))
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "init_report.txt"), "w") as f:
@@ -65,9 +67,11 @@ def load_init_weights(state: TrainState, s: build.Setup, init_from: str, workdir
 
 
 def initial_state(s: build.Setup, ckpt: "checkpoint.Checkpointer", workdir: str, init_from: str,
-                  restore_step: Optional[int] = None) -> tuple[TrainState, int]:
+                  restore_step: Optional[int] = None, init_posemb: str = "interpolate_2d"
+                  ) -> tuple[TrainState, int]:
   """Resume from the workdir if it has a checkpoint (from `restore_step` if given: the newer steps
-  are set aside, not deleted), else init (and load pretrained weights).
+  are set aside, not deleted), else init (and load pretrained weights, their position embeddings
+  carried to a new grid as `init_posemb` says).
 
   Returns the state and the data position (the number of batches already consumed).
   """
@@ -82,7 +86,7 @@ def initial_state(s: build.Setup, ckpt: "checkpoint.Checkpointer", workdir: str,
   state = s.init_state()
   if init_from:
     print(f"starting at step 0 of {s.total_steps} from the weights of {init_from}")
-    return load_init_weights(state, s, init_from, workdir), 0
+    return load_init_weights(state, s, init_from, workdir, init_posemb), 0
   print(f"starting at step 0 of {s.total_steps} from a random initialisation")
   return state, 0
 
@@ -214,7 +218,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     ckpt = stack.enter_context(checkpoint.Checkpointer(
         os.path.join(workdir, "checkpoints"), save_every=config.train.checkpoint_every,
         keep=config.train.keep_checkpoints))
-    state, position = initial_state(s, ckpt, workdir, config.init_from, restore_step)
+    state, position = initial_state(s, ckpt, workdir, config.init_from, restore_step,
+                                    config.init_posemb)
     log = MetricLog(workdir, enabled=jax.process_index() == 0,
                     resume_step=int(jax.device_get(state.step)))
     stack.callback(log.close)
