@@ -6,10 +6,9 @@
 Recipe (official README / main.py, DeiT-style; docs/recipes.md#t2t): AdamW, batch 512, cosine to 1e-5
 over 300 epochs after 10 warmup epochs, no gradient clipping, drop-path 0.1, label smoothing 0.1; lr 5e-4
 and weight decay 0.05 (0.065 for -19/-24), the lite models (-7/-10/-12) lr 1e-3 and weight decay 0.03;
-RandAugment m9, mixup 0.8 and cutmix 1.0, an EMA of the weights with decay 0.99996 (evaluated beside
-the weights). Differences: main.py picks mixup or cutmix for each batch (even odds), while the
-trainer's batch ops run in sequence, so every batch here gets both, a stronger mix than published;
-timm's RandAugment ('rand-m9-mstd0.5-inc1') differs from ours in detail
+RandAugment m9, mixup 0.8 or cutmix 1.0 (one of them per batch, cutmix with probability 0.5:
+mixup_or_cutmix), an EMA of the weights with decay 0.99996 (evaluated beside the weights).
+Difference: timm's RandAugment ('rand-m9-mstd0.5-inc1') differs from ours in detail
 (docs/recipes.md#randaugment). Not represented: the 10 cool-down epochs at the minimum learning rate
 and random erasing 0.25 (main.py has no repeated augmentation).
 """
@@ -43,11 +42,11 @@ def get_config(variant="t2t_vit_14"):
   config = base_config(model_name)
   config.model.stochastic_depth = 0.1
   imagenet_data(config)
-  # Label smoothing sits in the one-hot targets that mixup and cutmix mix (as timm's mixup_target
+  # Label smoothing sits in the one-hot targets that mixup or cutmix mixes (as timm's mixup_target
   # does), since the loss uses mixed targets as given.
   config.data.pp_train = ("decode_jpeg_and_inception_crop(224, area_min=0.08)|flip_lr|randaug(2, 9)|"
                           "value_range(-1, 1)|onehot(smoothing=0.1)")
-  config.data.pp_batch = "mixup(0.8)|cutmix(1.0)"
+  config.data.pp_batch = "mixup_or_cutmix(0.8, 1.0)"  # one per batch, switch_prob 0.5 as main.py
   config.batch_size = _BATCH_SIZE
   config.eval_batch_size = _BATCH_SIZE
   config.train.epochs = 300.0

@@ -5,21 +5,20 @@
 
 Official (DeiT's training code): 300 epochs, AdamW lr 1e-3 at batch 1024, weight decay 0.05, drop-path
 0.1, 5 warmup epochs then cosine to 1e-5, no gradient clipping, label smoothing 0.1, RandAugment m9,
-mixup 0.8 and cutmix 1.0, an EMA of the weights with decay 0.99996 (evaluated beside the weights).
-Differences: the recipe picks mixup or cutmix for each batch (even odds), while the trainer's batch ops
-run in sequence, so every batch here gets both, a stronger mix than published; timm's RandAugment
-('rand-m9-mstd0.5-inc1') differs from ours in detail (docs/recipes.md#randaugment). Not part of this
-trainer: random erasing 0.25 and repeated augmentation.
+mixup 0.8 or cutmix 1.0 (one of them per batch, cutmix with probability 0.5: mixup_or_cutmix),
+an EMA of the weights with decay 0.99996 (evaluated beside the weights). Difference: timm's
+RandAugment ('rand-m9-mstd0.5-inc1') differs from ours in detail (docs/recipes.md#randaugment).
+Not part of this trainer: random erasing 0.25 and repeated augmentation.
 """
 from vit_jax.configuration import base_config, imagenet_data, small_digits_job
 
 VARIANTS = {"tnt_s": "TNT-S/16", "tnt_b": "TNT-B/16"}
 IMAGENET_TRAIN_EXAMPLES = 1_281_167
-# The DeiT augmentation as pipelines: label smoothing sits in the one-hot targets that mixup and
-# cutmix mix (as timm's mixup_target does), since the loss uses mixed targets as given.
+# The DeiT augmentation as pipelines: label smoothing sits in the one-hot targets that mixup or
+# cutmix mixes (as timm's mixup_target does), since the loss uses mixed targets as given.
 PP_TRAIN = ("decode_jpeg_and_inception_crop(224, area_min=0.08)|flip_lr|randaug(2, 9)|"
             "value_range(-1, 1)|onehot(smoothing=0.1)")
-PP_BATCH = "mixup(0.8)|cutmix(1.0)"
+PP_BATCH = "mixup_or_cutmix(0.8, 1.0)"  # timm's Mixup(switch_prob=0.5, mode='batch')
 
 
 def get_config(variant="tnt_s"):

@@ -60,3 +60,83 @@ def test_mixing_ops_keep_label_mass_and_are_the_same_inside_tf_data(op):
 def test_mixing_needs_float_targets():
   with pytest.raises(ValueError, match="add onehot"):
     mixing.mixup({"image": IMAGES, "label": tf.constant([0, 1, 2])}, 0.2, seed=_seed(0))
+
+
+# mixup_or_cutmix: one of the two per batch (docs/recipes.md#mixup-cutmix).
+DISTINCT = np.random.default_rng(0).uniform(0, 1, (4, 6, 8, 3)).astype(np.float32)  # x != mirror
+SMOOTHED = np.eye(4, dtype=np.float32) * 0.9 + 0.1 / 4  # onehot(smoothing=0.1) targets
+
+
+def _branch(images, labels):
+  """'mixup' or 'cutmix' when (images, labels) is exactly that mix of DISTINCT and SMOOTHED."""
+  mirror, mirror_labels = DISTINCT[::-1], SMOOTHED[::-1]
+  pasted = images == mirror  # cutmix: each pixel is the image's or its mirror's, in one box
+  if np.array_equal(images, np.where(pasted, mirror, DISTINCT)) and (pasted == pasted[:1]).all():
+    rows, cols = np.nonzero(pasted[0, :, :, 0])
+    box = np.zeros(pasted.shape[1:3], bool)
+    if rows.size:
+      box[rows.min():rows.max() + 1, cols.min():cols.max() + 1] = True
+    if np.array_equal(box, pasted[0, :, :, 0]):
+      ratio = 1 - box.mean()
+      np.testing.assert_allclose(labels, ratio * SMOOTHED + (1 - ratio) * mirror_labels, atol=1e-6)
+      return "cutmix"
+  ratio = (images - mirror) / (DISTINCT - mirror)  # mixup: one convex ratio everywhere
+  if np.ptp(ratio) < 1e-3 and 0 <= ratio.mean() <= 1:
+    np.testing.assert_allclose(labels, ratio.mean() * SMOOTHED + (1 - ratio.mean()) * mirror_labels,
+                               atol=1e-4)
+    return "mixup"
+  return "neither"
+
+
+def _mixed_in_tf_data(n, switch_prob, first=0):
+  """mixup_or_cutmix(0.8, 1.0, switch_prob) of the same batch under seeds first .. first + n - 1."""
+  batch = {"image": tf.constant(DISTINCT), "label": tf.constant(SMOOTHED)}
+  seeds = tf.constant([[i, 11] for i in range(first, first + n)], tf.int64)
+  return list(tf.data.Dataset.from_tensor_slices(seeds).map(
+      lambda s: mixing.mixup_or_cutmix(batch, 0.8, 1.0, switch_prob, seed=s)).as_numpy_iterator())
+
+
+def test_mixup_or_cutmix_gives_each_batch_exactly_one_of_them_at_switch_prob_odds():
+  outs = _mixed_in_tf_data(200, 0.5)
+  branches = [_branch(out["image"], out["label"]) for out in outs]
+  assert "neither" not in branches
+  # Binomial(200, 0.5): mean 100, sd 7.07; 35 is 5 sd.
+  assert abs(branches.count("cutmix") - 100) <= 35
+  for out in outs:
+    np.testing.assert_allclose(out["label"].sum(-1), 1.0, rtol=1e-6)
+  batch = {"image": tf.constant(DISTINCT), "label": tf.constant(SMOOTHED)}
+  both = mixing.cutmix(mixing.mixup(batch, 0.8, seed=_seed(0)), 1.0, seed=_seed(1))
+  assert _branch(both["image"].numpy(), both["label"].numpy()) == "neither"  # the old sequence
+
+
+@pytest.mark.parametrize("switch_prob,only", [(0.0, "mixup"), (1.0, "cutmix")])
+def test_switch_prob_zero_gives_only_mixup_and_one_only_cutmix(switch_prob, only):
+  assert {_branch(out["image"], out["label"]) for out in _mixed_in_tf_data(40, switch_prob)} == {only}
+
+
+def test_mixup_or_cutmix_is_the_chosen_op_alone_with_its_seed_and_a_function_of_the_seed():
+  batch = {"image": tf.constant(DISTINCT), "label": tf.constant(SMOOTHED)}
+  chosen = set()
+  for i in range(8):
+    use_cutmix, op_seed = mixing.choose_cutmix(0.5, _seed(i))
+    alone = (mixing.cutmix(batch, 1.0, seed=op_seed) if use_cutmix else
+             mixing.mixup(batch, 0.8, seed=op_seed))
+    out = mixing.mixup_or_cutmix(batch, 0.8, 1.0, seed=_seed(i))  # switch_prob 0.5 by default
+    np.testing.assert_array_equal(out["image"].numpy(), alone["image"].numpy())
+    np.testing.assert_array_equal(out["label"].numpy(), alone["label"].numpy())
+    chosen.add(bool(use_cutmix))
+  assert chosen == {False, True}
+  # Seeds 5.. again (as a resumed stream asks for them) repeat the same images, choices included.
+  for again, first in zip(_mixed_in_tf_data(3, 0.5, first=5), _mixed_in_tf_data(8, 0.5)[5:]):
+    np.testing.assert_array_equal(again["image"], first["image"])
+
+
+def test_mixup_or_cutmix_refuses_a_missing_branch_or_a_switch_prob_outside_zero_one():
+  batch = {"image": IMAGES, "label": LABELS}
+  with pytest.raises(ValueError, match="cutmix_alpha > 0.*use mixup\\(alpha\\) or cutmix"):
+    mixing.mixup_or_cutmix(batch, 0.8, 0.0, seed=_seed(0))
+  with pytest.raises(ValueError, match="switch_prob=1.5 is the probability of cutmix"):
+    mixing.mixup_or_cutmix(batch, 0.8, 1.0, 1.5, seed=_seed(0))
+  with pytest.raises(ValueError, match="mixup_or_cutmix needs float.*add onehot"):
+    mixing.mixup_or_cutmix({"image": IMAGES, "label": tf.constant([0, 1, 2])}, 0.8, 1.0,
+                           seed=_seed(0))

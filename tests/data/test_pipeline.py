@@ -244,8 +244,9 @@ def _batch_op_stream(pp_train, pp_batch, image_size=8):
       config, source=source, batch_size=8, image_size=image_size, seed=3, start_step=start), n))
 
 
-def test_mixup_is_part_of_the_pure_function_of_seed_and_step():
-  stream = _batch_op_stream("decode|flip_lr|value_range|onehot", "mixup(1.0)|cutmix(1.0)")
+def test_mixing_is_part_of_the_pure_function_of_seed_and_step():
+  # mixup_or_cutmix draws its choice per step too (test_resume.py runs mixup and cutmix in sequence).
+  stream = _batch_op_stream("decode|flip_lr|value_range|onehot", "mixup_or_cutmix(0.8, 1.0)")
   fresh = stream(0, 6)
   _assert_same_batches(stream(4, 2), fresh[4:])
   for batch in fresh:
@@ -342,9 +343,11 @@ def test_example_seeds_are_tf_fold_in_of_the_example_index():
         tf.random.experimental.stateless_fold_in(base, tf.constant(index, tf.int64)).numpy())
 
 
-def test_score_maps_refuse_batch_ops_that_mix_images():
+@pytest.mark.parametrize("op", ["mixup(0.8)", "cutmix(1.0)", "mixup_or_cutmix(0.8, 1.0)"])
+def test_score_maps_refuse_batch_ops_that_mix_images(op):
   data = configuration.data_config()
-  data.update(pp_train="decode", pp_batch="cutmix(1.0)", score_maps="maps/teacher")
-  with pytest.raises(ValueError, match=r"mixes images \(cutmix\), which their score maps cannot "
+  data.update(pp_train="decode", pp_batch="value_range|" + op, score_maps="maps/teacher")
+  name = op.split("(")[0]
+  with pytest.raises(ValueError, match=rf"mixes images \({name}\), which their score maps cannot "
                                        r"follow: token labeling mixes with MixToken"):
     pipeline.train_batches(data, batch_size=8, image_size=8, seed=0)

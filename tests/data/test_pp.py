@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vit_jax.data import pp, preprocess
+from vit_jax.data import mixing, pp, preprocess
 
 
 def test_parse_reads_names_positional_and_keyword_literals():
@@ -53,3 +53,23 @@ def test_decoding_part_and_rest_split_at_the_last_decoding_op():
   np.testing.assert_array_equal(p.rest(p.decoding_part(example))["image"].numpy(),
                                 p(example)["image"].numpy())
   assert pp.build("resize(4)").num_decoding_ops == 0
+
+
+def test_mixup_or_cutmix_is_a_batch_op_seeded_like_the_others_and_checked_when_read():
+  batch = {"image": tf.constant(np.random.default_rng(1).uniform(size=(4, 6, 6, 3)), tf.float32),
+           "label": tf.eye(4)}
+  seed = tf.constant([4, 2], tf.int64)
+  op_seed = tf.random.experimental.stateless_split(seed, 1)[0]  # the one op's seed
+  out = pp.build_batch("mixup_or_cutmix(0.8, 1.0, switch_prob=0.25)")(batch, seed)
+  expected = mixing.mixup_or_cutmix(batch, 0.8, 1.0, 0.25, seed=op_seed)
+  np.testing.assert_array_equal(out["image"].numpy(), expected["image"].numpy())
+  with pytest.raises(ValueError, match="switch_prob=2 is the probability of cutmix"):
+    pp.build_batch("mixup_or_cutmix(0.8, 1.0, 2)")
+  with pytest.raises(ValueError, match="Bad arguments for batch op 'mixup_or_cutmix'.*cutmix_alpha"):
+    pp.build_batch("mixup_or_cutmix(0.8)")
+
+
+def test_the_batch_ops_that_mix_images_are_known_by_name():
+  assert pp.mixing_batch_ops("mixup(0.2)|cutmix(1.0)|mixup_or_cutmix(0.8, 1.0)|value_range") == [
+      "mixup", "cutmix", "mixup_or_cutmix"]
+  assert pp.mixing_batch_ops("inception_crop(8)|flip_lr|value_range") == []

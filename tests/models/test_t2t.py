@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from vit_jax.configuration import check_values
+from vit_jax.data import pp
 from vit_jax.models import create_model, list_models
 from vit_jax.models.t2t import soft_split, sinusoid_table
 
@@ -233,10 +234,11 @@ def test_config_picks_the_variant_and_the_paper_recipe(variant, name, learning_r
   assert (config.train.epochs, config.optim.warmup_steps, config.optim.end_learning_rate) == (
       300, 25_023, 1e-5)
   # main.py's augmentation (docs/recipes.md#t2t): RandAugment m9, label smoothing 0.1 in the targets
-  # that mixup 0.8 and cutmix 1.0 mix, and the EMA of the weights.
+  # that mixup 0.8 or cutmix 1.0 mixes, one per batch with even odds, and the EMA of the weights.
   assert "|flip_lr|randaug(2, 9)|" in config.data.pp_train
   assert config.data.pp_train.endswith("|onehot(smoothing=0.1)") and not config.train.label_smoothing
-  assert config.data.pp_batch == "mixup(0.8)|cutmix(1.0)" and config.optim.ema_decay == 0.99996
+  assert config.data.pp_batch == "mixup_or_cutmix(0.8, 1.0)" and config.optim.ema_decay == 0.99996
+  pp.build_batch(config.data.pp_batch)  # a registered op with valid arguments (switch_prob 0.5)
   check_values(config)
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from vit_jax.configuration import base_config, check_values, model_overrides
+from vit_jax.data import pp
 from vit_jax.models import create_model, list_models
 from vit_jax.models.tnt import TransformerInTransformer
 
@@ -173,10 +174,11 @@ def test_config_is_the_official_imagenet_recipe(variant, name):
   assert (config.train.epochs, config.optim.warmup_steps, config.optim.decay,
           config.optim.end_learning_rate, config.optim.grad_clip_norm) == (300, 6255, "cosine", 1e-5, 0)
   # DeiT's augmentation (docs/recipes.md#tnt): RandAugment m9, smoothed targets mixed by mixup 0.8
-  # and cutmix 1.0, and the EMA of the weights.
+  # or cutmix 1.0, one per batch with even odds, and the EMA of the weights.
   assert "|flip_lr|randaug(2, 9)|" in config.data.pp_train
   assert config.data.pp_train.endswith("|onehot(smoothing=0.1)") and not config.train.label_smoothing
-  assert config.data.pp_batch == "mixup(0.8)|cutmix(1.0)" and config.optim.ema_decay == 0.99996
+  assert config.data.pp_batch == "mixup_or_cutmix(0.8, 1.0)" and config.optim.ema_decay == 0.99996
+  pp.build_batch(config.data.pp_batch)  # a registered op with valid arguments (switch_prob 0.5)
   check_values(config)
   model = create_model(config.model_name, num_classes=1000, image_size=config.data.image_size,
                        **model_overrides(config))

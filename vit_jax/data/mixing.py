@@ -4,6 +4,8 @@ Each example is mixed with the example at the mirrored position of the batch (i 
 with one mixing ratio per batch drawn from Beta(alpha, alpha). The pipeline seeds them from
 (seed, step), so a resumed run mixes exactly as the uninterrupted one. Labels must already be
 float targets (onehot or multi_hot in the example pipeline); they are mixed with the same ratio.
+mixup_or_cutmix applies one of the two per batch, as the DeiT-style recipes do
+(docs/recipes.md#mixup-cutmix).
 """
 from typing import Dict, Tuple
 
@@ -80,3 +82,38 @@ def cutmix(batch: Batch, alpha: float, *, seed) -> Batch:
   box = cutmix_box(shape[1], shape[2], sample_beta(alpha, ratio_seed), box_seed)
   images, labels = paste(batch["image"], batch["label"], box)
   return {**batch, "image": images, "label": labels}
+
+
+def check_mixup_or_cutmix(mixup_alpha: float, cutmix_alpha: float, switch_prob: float) -> None:
+  """Refuses arguments of mixup_or_cutmix that would leave one branch undefined or never taken."""
+  if mixup_alpha <= 0 or cutmix_alpha <= 0:
+    raise ValueError(f"mixup_or_cutmix needs mixup_alpha > 0 and cutmix_alpha > 0, got "
+                     f"{mixup_alpha} and {cutmix_alpha}: for one of the two, use mixup(alpha) or "
+                     "cutmix(alpha) alone.")
+  if not 0 <= switch_prob <= 1:
+    raise ValueError(f"mixup_or_cutmix's switch_prob={switch_prob} is the probability of cutmix: "
+                     "give a number in [0, 1].")
+
+
+def choose_cutmix(switch_prob: float, seed) -> Tuple[tf.Tensor, tf.Tensor]:
+  """(whether this batch gets cutmix, the seed of the chosen op) for mixup_or_cutmix.
+
+  Cutmix is chosen when a uniform draw in [0, 1) is below switch_prob, so 0 never and 1 always.
+  """
+  choice_seed, op_seed = tf.unstack(
+      tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2))
+  return tf.random.stateless_uniform([], choice_seed) < switch_prob, op_seed
+
+
+def mixup_or_cutmix(batch: Batch, mixup_alpha: float, cutmix_alpha: float,
+                    switch_prob: float = 0.5, *, seed) -> Batch:
+  """Cutmix (probability switch_prob) or else mixup of the batch, never both, as timm's
+  Mixup(mode='batch'): the chosen op is exactly cutmix or mixup called with choose_cutmix's seed."""
+  check_mixup_or_cutmix(mixup_alpha, cutmix_alpha, switch_prob)
+  _check_labels(batch["label"], "mixup_or_cutmix")
+  use_cutmix, op_seed = choose_cutmix(switch_prob, seed)
+  # Both branches see float32 images, so they return the same dtypes (mixup casts, cutmix keeps).
+  pair = {"image": tf.cast(batch["image"], tf.float32), "label": batch["label"]}
+  mixed = tf.cond(use_cutmix, lambda: cutmix(pair, cutmix_alpha, seed=op_seed),
+                  lambda: mixup(pair, mixup_alpha, seed=op_seed))
+  return {**batch, **mixed}

@@ -5,9 +5,10 @@ process-local numpy batches; the trainer assembles global arrays from them (para
 With `data.global_order` every process instead reads the whole train split in one global order and
 keeps its slice of each global batch, so the global batches do not depend on the number of
 processes (at the cost of reading, not decoding, every example on every host). The train stream is
-a pure function of (seed, step), mixup and cutmix included, so a checkpoint only needs the step to
-resume it exactly. Examples are shuffled while still encoded and decoded afterwards by the pipeline
-string (see pp.py); undecodable examples are skipped and counted (see guard.py).
+a pure function of (seed, step), mixup and cutmix (and mixup_or_cutmix's choice) included, so a
+checkpoint only needs the step to resume it exactly. Examples are shuffled while still encoded and
+decoded afterwards by the pipeline string (see pp.py); undecodable examples are skipped and counted
+(see guard.py).
 """
 import dataclasses
 from typing import Optional
@@ -226,7 +227,7 @@ def train_batches(data_config: ml_collections.ConfigDict, *, source: Optional[So
   and drops the last partial batch; resuming at `start_step=k` skips encoded examples only.
   With data_config.global_order, the shard is the whole split, shuffled the same on every process,
   and the process decodes only its slice of each global batch (see slices_of_global_batches): the
-  global batches are then the same for any process_count, except that mixup and cutmix pair
+  global batches are then the same for any process_count, except that the mixing ops pair
   examples, and undecodable examples are refilled, within each process's slice (the whole-batch
   inception_crop and flip_lr draw for every row of the global batch and are unaffected).
   Augmentation seeds come from (seed, epoch, example index) and batch-op seeds from (seed, step).
@@ -319,7 +320,7 @@ def _score_maps(data_config: ml_collections.ConfigDict, source: Source, split: s
   directory = paths.expand(data_config.score_maps)
   batch_ops = [name for name, _, _ in pp.parse(batch_spec)]
   geometry.check_order([name for name, _, _ in pp.parse(spec)], batch_ops)
-  mixing = [name for name in batch_ops if name in ("mixup", "cutmix")]
+  mixing = pp.mixing_batch_ops(batch_spec)
   if mixing:
     raise ValueError(f"data.pp_batch={batch_spec!r} mixes images ({mixing[0]}), which their score "
                      "maps cannot follow: token labeling mixes with MixToken in the model; remove "

@@ -5,8 +5,9 @@
 Each `|`-separated item is an op name, optionally called with Python literals. Example ops map an
 example dict to an example dict ('image', 'label' or 'labels' in, 'image' and 'label' out); the
 random ones each get their own stateless seed, split from the one seed of the example, so the output
-is a pure function of (example, seed). Batch ops (mixup, cutmix, and whole-batch inception_crop,
-flip_lr and value_range for equal-size in-memory images) map a batch dict and a seed.
+is a pure function of (example, seed). Batch ops (mixup, cutmix, mixup_or_cutmix, and whole-batch
+inception_crop, flip_lr and value_range for equal-size in-memory images) map a batch dict and a
+seed.
 Register a new op with `@register_op(name)` / `@register_batch_op(name)` on a factory that takes the
 op's arguments and returns the function.
 """
@@ -27,6 +28,7 @@ class _Registered:
   factory: Callable[..., Callable]
   random: bool
   decodes: bool
+  mixes_images: bool = False
 
 
 _OPS: Dict[str, _Registered] = {}
@@ -45,13 +47,21 @@ def register_op(name: str, *, random: bool = False, decodes: bool = False):
   return wrap
 
 
-def register_batch_op(name: str):
+def register_batch_op(name: str, *, mixes_images: bool = False):
   """Registers factory(*args) -> fn(batch, seed, rows) -> batch under `name` (always seeded; rows =
-  (first row, global batch size) places the batch in the global batch, or None)."""
+  (first row, global batch size) places the batch in the global batch, or None). `mixes_images`
+  marks ops whose images blend two examples, which per-example targets such as score maps cannot
+  follow."""
   def wrap(factory):
-    _BATCH_OPS[name] = _Registered(factory, True, False)
+    _BATCH_OPS[name] = _Registered(factory, True, False, mixes_images)
     return factory
   return wrap
+
+
+def mixing_batch_ops(spec: str) -> List[str]:
+  """The ops of batch pipeline `spec` that mix images of two examples, in order: ['cutmix'] etc."""
+  return [name for name, _, _ in parse(spec)
+          if name in _BATCH_OPS and _BATCH_OPS[name].mixes_images]
 
 
 def parse(spec: str) -> List[Tuple[str, tuple, dict]]:
@@ -268,14 +278,21 @@ def _multi_hot(num_classes, smoothing=0.0, key="labels"):
 
 # ----------------------------------------------------------------------------- batch ops
 
-@register_batch_op("mixup")
+@register_batch_op("mixup", mixes_images=True)
 def _mixup(alpha=0.2):
   return lambda batch, seed, rows: mixing.mixup(batch, alpha, seed=seed)
 
 
-@register_batch_op("cutmix")
+@register_batch_op("cutmix", mixes_images=True)
 def _cutmix(alpha=1.0):
   return lambda batch, seed, rows: mixing.cutmix(batch, alpha, seed=seed)
+
+
+@register_batch_op("mixup_or_cutmix", mixes_images=True)
+def _mixup_or_cutmix(mixup_alpha, cutmix_alpha, switch_prob=0.5):
+  mixing.check_mixup_or_cutmix(mixup_alpha, cutmix_alpha, switch_prob)  # When the string is read.
+  return lambda batch, seed, rows: mixing.mixup_or_cutmix(
+      batch, mixup_alpha, cutmix_alpha, switch_prob, seed=seed)
 
 
 # Whole-batch versions of example ops, for equal-size in-memory images (see batch_augment.py).
