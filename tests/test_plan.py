@@ -33,6 +33,19 @@ def test_fsdp_plan_splits_state_and_gathers_parameters():
   assert replicated.xla_temp_bytes > 0 and replicated.analytic_flops > 0
 
 
+def test_deep_encoders_are_planned_scanned_unless_the_config_says_otherwise():
+  unset = base_config("ViT-H/14")
+  assert "picked" in plan.pick_scan_layers(unset, num_layers=32)
+  assert unset.model.scan_layers is True
+  shallow = base_config("ViT-B/16")
+  assert plan.pick_scan_layers(shallow, num_layers=12) == ""
+  assert shallow.model.scan_layers is None  # the model's default: unrolled
+  unrolled = base_config("ViT-L/16")
+  unrolled.model.scan_layers = False
+  assert "advice" in plan.pick_scan_layers(unrolled, num_layers=24)
+  assert unrolled.model.scan_layers is False
+
+
 def test_collective_traffic_reads_hlo_shapes():
   hlo = ("  %ag = f32[8,128]{1,0} all-gather(f32[1,128]{1,0} %p), replica_groups={}\n"
          "  %ar = (f32[4]{0}, bf16[2,2]{1,0}) all-reduce(%a, %b), to_apply=%sum\n")

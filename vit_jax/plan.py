@@ -31,6 +31,7 @@ if __name__ == "__main__":
 import dataclasses  # noqa: E402
 import math  # noqa: E402
 import re  # noqa: E402
+import time  # noqa: E402
 
 import jax  # noqa: E402
 import ml_collections  # noqa: E402
@@ -46,6 +47,28 @@ _BYTES = {"f32": 4, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "s8": 1, "u8": 1, "
           "s64": 8}
 
 
+# An encoder this deep is planned scanned unless the config says otherwise: unrolled, its compile
+# grows with the depth (one CPU device: ViT-L/16 56 s unrolled vs 24 s scanned, ViT-H/14 82 s vs 16 s;
+# experiments/README.md "## Overheads around the step"), and a pod's partitioned program more so.
+SCAN_FROM_LAYERS = 24
+
+
+def pick_scan_layers(config: ml_collections.ConfigDict, num_layers: int) -> str:
+  """Sets config.model.scan_layers=True where the config leaves it unset (None) and the encoder has
+  at least SCAN_FROM_LAYERS layers; returns the line that says so, or advises scanning where the
+  config unrolls such an encoder ('' otherwise)."""
+  if num_layers < SCAN_FROM_LAYERS or "scan_layers" not in config.model:
+    return ""
+  if config.model.get("scan_layers") is None:
+    config.model.scan_layers = True
+    return (f"scan_layers=True picked for {num_layers} layers (it compiles in a fraction of the "
+            "unrolled time); --config.model.scan_layers=False plans the unrolled encoder")
+  if not config.model.scan_layers:
+    return (f"advice: {num_layers} unrolled layers compile several times slower than scanned ones; "
+            "--config.model.scan_layers=True")
+  return ""
+
+
 @dataclasses.dataclass
 class Plan:
   """Per-device figures of one compiled train step (bytes and FLOPs)."""
@@ -57,6 +80,8 @@ class Plan:
   xla_flops: float
   analytic_flops: float
   collective_bytes: dict[str, float]
+  compile_seconds: float = 0.0   # lowering + XLA compile of the train step on this host
+  scan_note: str = ""            # what pick_scan_layers chose or advises
 
   @property
   def peak_bytes(self) -> float:
@@ -84,9 +109,13 @@ def plan(config: ml_collections.ConfigDict, num_classes: int = 1000) -> Plan:
   """Compiles the train step of `config` on the current (fake) devices and reads XLA's analyses."""
   if config.train.steps == 0 and not config.train.epochs and not config.train.examples:
     config.train.steps = 1000
+  scan_note = pick_scan_layers(
+      config, getattr(build.build_model(config, num_classes), "num_layers", 0))
   setup = build.setup(config, num_classes, train_examples=10 ** 9)
+  start = time.perf_counter()
   with parallel.activate(setup.mesh, setup.rules):
     compiled = setup.train_step.lower(setup.abstract_state, setup.abstract_batch()).compile()
+  compile_seconds = time.perf_counter() - start
   memory = compiled.memory_analysis()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -100,7 +129,8 @@ def plan(config: ml_collections.ConfigDict, num_classes: int = 1000) -> Plan:
       xla_temp_bytes=float(memory.temp_size_in_bytes),
       xla_flops=float(cost.get("flops", 0.0)),
       analytic_flops=flops.train_flops_per_example(setup.model) * config.batch_size / devices,
-      collective_bytes=collective_traffic(compiled.as_text()))
+      collective_bytes=collective_traffic(compiled.as_text()),
+      compile_seconds=compile_seconds, scan_note=scan_note)
 
 
 def format_plan(config: ml_collections.ConfigDict, result: Plan) -> str:
@@ -121,6 +151,9 @@ def format_plan(config: ml_collections.ConfigDict, result: Plan) -> str:
   ]
   for kind, size in sorted(result.collective_bytes.items()):
     lines.append(f"  {kind:17s} {size / gib:9.3f} GiB per step")
+  lines.append(f"compile: {result.compile_seconds:.1f} s on this host (lowering + XLA, to the first step)")
+  if result.scan_note:
+    lines.append(result.scan_note)
   return "\n".join(lines)
 
 

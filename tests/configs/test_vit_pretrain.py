@@ -115,6 +115,16 @@ def test_augreg_sweep_is_every_level_weight_decay_and_regularization():
       (0.0, 0.0), (0.1, 0.1)}
 
 
+@pytest.mark.parametrize("arg", [f"{d}:{m}" for d, m in sorted(TABLE_3)] + [
+    f"augreg_i21k:{m}" for m in sorted(RECOMMENDED)])
+def test_encoders_of_24_layers_and_more_train_scanned(arg):
+  """Scanned layers compile in a fraction of the time where the encoder is deep (L: 24 layers, H:
+  32); the 12-layer models keep the model's default, unrolled."""
+  config = RECIPES.get_config(arg)
+  deep = config.model_name.split("-")[1][0] in "LH"
+  assert config.model.scan_layers is (True if deep else None)
+
+
 def test_bad_arguments_name_the_choices():
   with pytest.raises(ValueError, match="augreg_i21k:Ti/16"):
     RECIPES.get_config("i21k:Ti/16")  # Table 3 has no ImageNet-21k Ti
