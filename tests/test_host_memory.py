@@ -68,3 +68,56 @@ def test_it_stays_off_when_jax_will_use_an_accelerator(monkeypatch, platforms):
 def test_the_environment_switch_turns_it_off(monkeypatch):
   monkeypatch.setenv(host_memory.DISABLE_ENV, "0")
   assert host_memory.keep_freed_pages() == host_memory.Outcome(False, f"{host_memory.DISABLE_ENV}=0")
+
+
+class FakeLibc:
+  """Records mallopt calls instead of making them."""
+
+  def __init__(self):
+    self.calls = []
+
+  def mallopt(self, parameter, value):
+    self.calls.append((parameter, value))
+    return 1
+
+
+def _apply_with_fake_libc(monkeypatch, setting):
+  """keep_freed_pages as called first thing on a CPU host; returns (outcome, mallopt calls, trim
+  periods of the threads it would start)."""
+  libc, trims = FakeLibc(), []
+  if setting is None:
+    monkeypatch.delenv(host_memory.SETTING_ENV, raising=False)
+  else:
+    monkeypatch.setenv(host_memory.SETTING_ENV, setting)
+  monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+  monkeypatch.setattr(host_memory, "_threads", lambda: 1)
+  monkeypatch.setattr(host_memory, "_libc", lambda: (libc, "2.36"))
+  monkeypatch.setattr(host_memory, "_start_trimming", lambda _, seconds: trims.append(seconds))
+  return host_memory.keep_freed_pages(), libc.calls, trims
+
+
+ONE_ARENA_NO_MMAP_NO_TRIM = [(-8, 1), (-4, 0), (-1, -1)]  # M_ARENA_MAX, M_MMAP_MAX, M_TRIM_THRESHOLD
+
+
+@pytest.mark.parametrize("setting", [None, "1"])
+def test_by_default_pages_are_kept_and_the_heap_is_trimmed_periodically(monkeypatch, setting):
+  kept, calls, trims = _apply_with_fake_libc(monkeypatch, setting)
+  assert kept.applied and "trimmed every" in kept.reason
+  assert calls == ONE_ARENA_NO_MMAP_NO_TRIM
+  assert trims == [host_memory.TRIM_SECONDS]
+
+
+def test_unbounded_keeps_pages_without_trimming(monkeypatch):
+  kept, calls, trims = _apply_with_fake_libc(monkeypatch, "unbounded")
+  assert kept.applied and "no trimming" in kept.reason
+  assert calls == ONE_ARENA_NO_MMAP_NO_TRIM and trims == []
+
+
+def test_off_makes_no_calls(monkeypatch):
+  kept, calls, trims = _apply_with_fake_libc(monkeypatch, "0")
+  assert not kept.applied and calls == [] and trims == []
+
+
+def test_an_unknown_setting_is_refused_in_one_line(monkeypatch):
+  with pytest.raises(ValueError, match=r"VIT_JAX_KEEP_FREED_PAGES='yes': expected one of 0, 1, unbounded"):
+    _apply_with_fake_libc(monkeypatch, "yes")

@@ -4,32 +4,59 @@ XLA:CPU allocates a step's temporaries as one large block with malloc on a worke
 it when the step ends. glibc serves a block that size from mmap in the worker thread's own arena
 and gives it back with munmap, so every step faults all its pages in afresh and has the kernel
 zero them, in system time. `keep_freed_pages` tells glibc to use one arena, never to hand blocks to
-mmap and never to trim the heap, so the next step reuses the same pages. The cost is memory: the
-process keeps its high-water mark, and while other threads (tf.data) allocate, their buffers can
-split a freed block so that the heap grows by another block or two before it settles. Measured
-fault counts, step times and resident sizes: experiments/README.md, section "Page faults,
-transposed copies and bf16 bias gradients".
+mmap and never to trim the heap, so the next step reuses the same pages. Alone that costs memory:
+while other threads (tf.data) allocate, their buffers split a freed block, so the heap grows by
+another block every few steps (ViT-Ti/16 at batch 32 on JPEGs: 6.6-10 GB resident after 13 steps
+instead of 3.3). So by default a daemon thread also calls malloc_trim(0) every TRIM_SECONDS: glibc
+then hands the free pages inside the heap back to the kernel. A trim almost always lands while a
+step runs, when its block is in use and stays resident; what goes back is the split-off remnants,
+so resident memory stays near one step's block. Step times and peak resident sizes per setting:
+experiments/README.md, sections "Page faults, transposed copies and bf16 bias gradients" and
+"Bounded host memory" (experiments/bench_host_memory.py).
 
 It must run before any thread starts (a thread that already has an arena keeps it), so entry points
 call it first thing, before importing jax. It does nothing where an accelerator plugin is installed
 (there the step's buffers are on the device, and one arena would only make tf.data's threads
-contend), off Linux/glibc, or with VIT_JAX_KEEP_FREED_PAGES=0.
+contend), off Linux/glibc, or with VIT_JAX_KEEP_FREED_PAGES=0; =unbounded keeps the pages without
+trimming (the fastest, and memory grows as above).
 """
 import ctypes
 import importlib.metadata
 import importlib.util
 import os
 import sys
+import threading
+import time
 from typing import NamedTuple
 
-DISABLE_ENV = "VIT_JAX_KEEP_FREED_PAGES"
+SETTING_ENV = "VIT_JAX_KEEP_FREED_PAGES"
+DISABLE_ENV = SETTING_ENV  # =0 turns it off
+TRIM_SECONDS = 10.0
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8  # glibc's mallopt parameters
 _NEVER = -1  # M_TRIM_THRESHOLD -1: never trim (mallopt(3))
+_KEEP = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _NEVER))
+
+
+class Plan(NamedTuple):
+  """What a setting of VIT_JAX_KEEP_FREED_PAGES does: mallopt calls, then malloc_trim(0) every
+  trim_seconds from a daemon thread (0: never)."""
+  mallopt: tuple[tuple[int, int], ...]
+  trim_seconds: float
+
+
+PLANS = {"0": Plan((), 0.0), "1": Plan(_KEEP, TRIM_SECONDS), "unbounded": Plan(_KEEP, 0.0)}
 
 
 class Outcome(NamedTuple):
   applied: bool
   reason: str
+
+
+def plan(setting: str) -> Plan:
+  """The plan of a VIT_JAX_KEEP_FREED_PAGES value (unset: "1")."""
+  if setting not in PLANS:
+    raise ValueError(f"{SETTING_ENV}={setting!r}: expected one of {', '.join(PLANS)}")
+  return PLANS[setting]
 
 
 def _accelerator_expected() -> bool:
@@ -47,24 +74,45 @@ def _threads() -> int:
   return len(os.listdir("/proc/self/task"))
 
 
-def keep_freed_pages() -> Outcome:
-  """Makes glibc keep freed memory for reuse (see the module docstring); says whether it did."""
-  if os.environ.get(DISABLE_ENV, "1") == "0":
-    return Outcome(False, f"{DISABLE_ENV}=0")
-  if not sys.platform.startswith("linux"):
-    return Outcome(False, f"not Linux ({sys.platform})")
+def _libc():
+  """glibc and its version, or (None, None) when the C library is another."""
   try:
     libc = ctypes.CDLL(None)
     libc.gnu_get_libc_version.restype = ctypes.c_char_p
-    version = libc.gnu_get_libc_version().decode()
+    return libc, libc.gnu_get_libc_version().decode()
   except (OSError, AttributeError):
+    return None, None
+
+
+def _start_trimming(libc, seconds: float) -> None:
+  def trim_forever():
+    while True:
+      time.sleep(seconds)
+      libc.malloc_trim(0)
+  threading.Thread(target=trim_forever, name="malloc_trim", daemon=True).start()
+
+
+def keep_freed_pages() -> Outcome:
+  """Makes glibc keep freed memory for reuse (see the module docstring); says whether it did."""
+  setting = os.environ.get(SETTING_ENV, "1")
+  chosen = plan(setting)
+  if not chosen.mallopt:
+    return Outcome(False, f"{SETTING_ENV}={setting}")
+  if not sys.platform.startswith("linux"):
+    return Outcome(False, f"not Linux ({sys.platform})")
+  libc, version = _libc()
+  if libc is None:
     return Outcome(False, "the C library is not glibc")
   if _accelerator_expected():
     return Outcome(False, "an accelerator is expected (JAX_PLATFORMS or an installed plugin)")
   threads = _threads()
   if threads != 1:
     return Outcome(False, f"{threads} threads already run (call it before importing jax)")
-  for parameter, value in ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _NEVER)):
+  for parameter, value in chosen.mallopt:
     if libc.mallopt(parameter, value) != 1:
       return Outcome(False, f"glibc {version} refused mallopt({parameter}, {value})")
+  if chosen.trim_seconds:
+    _start_trimming(libc, chosen.trim_seconds)
+    return Outcome(True, f"glibc {version}: one arena, no mmap blocks, trimmed every "
+                         f"{chosen.trim_seconds:g} s")
   return Outcome(True, f"glibc {version}: one arena, no mmap blocks, no trimming")
