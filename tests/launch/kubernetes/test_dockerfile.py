@@ -30,3 +30,7 @@ def test_it_holds_the_package_and_configs_at_its_working_directory():
   assert {"requirements.txt", "setup.py", "vit_jax", "configs"} <= copied()
   assert all((ROOT / source).exists() for source in copied())
   assert "pip install --no-cache-dir --no-deps -e ." in instructions("RUN")
+
+
+def test_its_entrypoint_is_python_so_a_job_gives_only_the_trainers_arguments():
+  assert instructions("ENTRYPOINT") == ['["python"]']
