@@ -41,16 +41,27 @@ def run(step: Callable[[Any, dict], dict], variables: Any, batches: Iterable[dic
   the per-example outputs are kept as they are."""
   sums: dict[str, float] = {}
   kept: dict[str, list[np.ndarray]] = {}
+
+  def collect(out, local):
+    for key, value in jax.device_get({k: v for k, v in out.items() if v.ndim == 0}).items():
+      sums[key] = sums.get(key, 0.0) + float(value)
+    rows = {k: local_rows(v, mesh, rules) for k, v in out.items() if v.ndim > 0}
+    rows = keep(rows, local) if keep is not None else rows
+    for key, value in {**rows, "mask": local["mask"]}.items():
+      kept.setdefault(key, []).append(np.asarray(value))
+
+  # A batch's outputs are read once the next batch is dispatched, so that the host prepares the
+  # next batch while the device computes this one (reading them at once would wait for it first).
+  previous = None
   with parallel.activate(mesh, rules):
     for local in batches:
       batch = parallel.global_batch({k: local[k] for k in DEVICE_KEYS if k in local}, mesh, rules)
       out = step(variables, batch)
-      for key, value in jax.device_get({k: v for k, v in out.items() if v.ndim == 0}).items():
-        sums[key] = sums.get(key, 0.0) + float(value)
-      rows = {k: local_rows(v, mesh, rules) for k, v in out.items() if v.ndim > 0}
-      rows = keep(rows, local) if keep is not None else rows
-      for key, value in {**rows, "mask": local["mask"]}.items():
-        kept.setdefault(key, []).append(np.asarray(value))
+      if previous is not None:
+        collect(*previous)
+      previous = (out, local)
+    if previous is not None:
+      collect(*previous)
   skipped = np.array([getattr(batches, "skipped", 0)], np.int64)
   joined = {key: np.concatenate(parts) for key, parts in kept.items()}
   if set(joined) <= {"mask"}:  # nothing per example was kept
