@@ -18,13 +18,11 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import PartitionSpec
 
-from vit_jax import parallel
+from vit_jax.kernels.per_shard import per_shard
 
 SOURCE = Path(__file__).with_name("cpu_attention.cc")
 FORWARD_TARGET = "vit_jax_cpu_attention_forward"
@@ -151,14 +149,4 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, scale: Optional[float] =
                      f"{jax.default_backend()!r}; use attention_impl='fused' there")
   scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
   register()
-  kernel = functools.partial(_attention, scale=scale)
-  mesh = jax.sharding.get_abstract_mesh()
-  if mesh.empty or mesh.size == 1:
-    return kernel(q, k, v)
-  batch_axes, _, head_axes, _ = nn.logical_to_mesh_axes(("batch", "length", "heads", "kv"))
-  # Tokens and head_dim stay whole; a batch the mesh does not divide (1 at init) does too.
-  spec = parallel.fit_spec(PartitionSpec(batch_axes, None, head_axes, None), q.shape, mesh)
-  # check_vma=False: an FFI call's results carry no record of the mesh axes they vary over.
-  return jax.shard_map(kernel, in_specs=(spec, spec, spec), out_specs=spec,
-                       check_vma=False)(q, k, v)
-
+  return per_shard(functools.partial(_attention, scale=scale), q, k, v)
