@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from vit_jax.configuration import base_config
-from vit_jax.models import create_model
+from vit_jax.models import attention_dispatch, create_model
 from vit_jax.train import build
 
 # Its module-scoped runs are shared by its tests: pytest-xdist keeps this file on one worker.
@@ -64,9 +64,11 @@ def test_five_steps_match_one_device(strategy, losses):
 
 
 def test_the_cpu_attention_kernel_trains_like_xla_attention_under_fsdp_and_tensor(losses):
-  """The C++ kernel runs per shard of the batch and heads axes (vit_jax/kernels/cpu_attention.py)."""
-  assert create_model("ViT-micro/4").attention_impl == "xla"  # What losses() runs by default.
-  np.testing.assert_allclose(losses("fsdp_tensor", attention_impl="cpu"), losses("fsdp_tensor"),
+  """The C++ kernel runs per shard of the batch and heads axes (vit_jax/kernels/cpu_attention.py);
+  it is what losses() runs by default ('auto' on a CPU host)."""
+  assert create_model("ViT-micro/4").attention_impl == "auto"
+  assert attention_dispatch.choose("auto", jax.default_backend(), 17, dropout_active=False) == "cpu"
+  np.testing.assert_allclose(losses("fsdp_tensor"), losses("fsdp_tensor", attention_impl="xla"),
                              atol=1e-5)
 
 

@@ -92,7 +92,7 @@ def test_runs_per_shard_under_a_mesh_without_gathering_the_batch_or_heads():
 @pytest.mark.parametrize("layout", [dict(), dict(scan_layers=True, remat_policy="full")])
 def test_vit_with_the_kernel_computes_the_same_logits_and_gradients(layout):
   images = jax.random.normal(jax.random.key(1), (3, 16, 16, 3))
-  model = create_model("ViT-micro/4", num_classes=5, **layout)
+  model = create_model("ViT-micro/4", num_classes=5, attention_impl="xla", **layout)
   params = nn.unbox(model.init(jax.random.key(0), images, train=False)["params"])
   params["head"]["kernel"] = jax.random.normal(jax.random.key(3), params["head"]["kernel"].shape)
   kernel_model = create_model("ViT-micro/4", num_classes=5, attention_impl="cpu", **layout)

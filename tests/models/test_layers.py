@@ -14,7 +14,7 @@ def test_attention_weights_are_sown_only_when_asked_and_change_nothing():
   """Asked for, every block gives (batch, heads, tokens, tokens) softmax rows and the logits are the
   same bits; not asked for (init, or apply with 'intermediates'), no model variable or state holds
   them; the fused path, which never forms the weights, sows nothing."""
-  model = create_model("ViT-micro/4", num_classes=3)
+  model = create_model("ViT-micro/4", num_classes=3, attention_impl="xla")  # 'auto' may pick a kernel
   fused_model = model.clone(attention_impl="fused")
 
   @jax.jit  # one compilation for the four applications

@@ -76,7 +76,7 @@ def test_scanned_tnt_draws_drop_paths_in_training_only():
 
 @pytest.mark.parametrize("name", TRANSFORMERS)
 def test_fused_attention_computes_the_same_function(name):
-  model = create_model(name, num_classes=5)
+  model = create_model(name, num_classes=5, attention_impl="xla")
   fused = create_model(name, num_classes=5, attention_impl="fused")
   variables, images = random_variables(model), images_for(model)
   got, want = jax.jit(lambda v: (fused.apply(v, images), model.apply(v, images)))(variables)

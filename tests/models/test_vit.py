@@ -146,7 +146,7 @@ def test_unknown_classifier_is_rejected():
 
 
 def test_fused_attention_computes_the_same_function():
-  model, params, images = init_micro()
+  model, params, images = init_micro(attention_impl="xla")
   params["head"]["kernel"] = jax.random.normal(jax.random.key(3), params["head"]["kernel"].shape)
   fused = create_model("ViT-micro/4", num_classes=5, attention_impl="fused")
   np.testing.assert_allclose(fused.apply({"params": params}, images),

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 
+from vit_jax.models import attention_dispatch
 from vit_jax.models.precision import add_bias, dense, einsum
 
 Dtype = Any
@@ -111,7 +112,7 @@ def sinusoid_table(num_positions: int, dim: int) -> np.ndarray:
   return table[None].astype(np.float32)
 
 
-ATTENTION_IMPLS = ("xla", "fused", "cpu")
+ATTENTION_IMPLS = attention_dispatch.IMPLS
 # The collection the XLA attention path sows its softmax weights into, (B, heads, queries, keys) per
 # attention module under the name "weights". Sowing is a no-op unless a caller makes the collection
 # mutable (`model.apply(..., mutable=[ATTENTION_WEIGHTS])`, unrolled layers) and never happens in
@@ -134,10 +135,12 @@ class BlockOptions:
   qkv_bias: bool = True                # False: no q/k/v biases (TNT, T2T-ViT, LV-ViT)
   attention_scale: Optional[float] = None  # None: head_dim**-0.5 (T2T-ViT checkpoints: hidden**-0.5)
   residual_scale: float = 1.0          # multiplies each branch before the residual add (LV-ViT)
-  # xla (einsum + softmax) | fused (jax.nn.dot_product_attention: cuDNN on GPU) | cpu (the C++
-  # kernel of vit_jax/kernels/cpu_attention.py: every core of an XLA:CPU host). fused and cpu fall
-  # back to xla where attention dropout is active.
-  attention_impl: str = "xla"
+  # auto (the backend's fastest: fused on GPU, cpu on CPU hosts, pallas on TPU for long sequences,
+  # see models/attention_dispatch.py) | xla (einsum + softmax) | fused (jax.nn.dot_product_attention:
+  # cuDNN on GPU) | cpu (the C++ kernel of vit_jax/kernels/cpu_attention.py: every core of an XLA:CPU
+  # host) | pallas (JAX's Pallas flash kernel on TPU). All but xla fall back to xla where attention
+  # dropout is active.
+  attention_impl: str = "auto"
 
   def __post_init__(self):
     if self.attention_impl not in ATTENTION_IMPLS:
@@ -233,12 +236,17 @@ class MultiHeadDotProductAttention(nn.Module):
     k = projection("key")(x)
     v = projection("value")(x)
     q = constrain(q, ("batch", "length", "heads", "kv"))
-    without_dropout = deterministic or o.attention_dropout_rate == 0.0
-    if o.attention_impl == "cpu" and without_dropout:
-      # The kernel package is loaded only when chosen (it compiles C++ and knows about meshes).
-      from vit_jax.kernels import cpu_attention  # pylint: disable=import-outside-toplevel
+    dropout_active = not deterministic and o.attention_dropout_rate > 0.0
+    impl = attention_dispatch.choose(o.attention_impl, jax.default_backend(), x.shape[1], dropout_active)
+    # The kernel packages are loaded only when chosen (they compile C++ or know about meshes).
+    # pylint: disable=import-outside-toplevel
+    if impl == "cpu":
+      from vit_jax.kernels import cpu_attention
       y = cpu_attention.attention(q, k, v, scale)  # scales inside its matmuls
-    elif o.attention_impl == "fused" and without_dropout:
+    elif impl == "pallas":
+      from vit_jax.kernels import tpu_flash_attention
+      y = tpu_flash_attention.attention(q, k, v, scale)  # scales the float32 logits
+    elif impl == "fused":
       q = q * jnp.asarray(scale, o.dtype)
       y = jax.nn.dot_product_attention(q, k, v, scale=1.0).astype(o.dtype)  # q is pre-scaled
     else:
@@ -248,7 +256,7 @@ class MultiHeadDotProductAttention(nn.Module):
 
   def _softmax_attention(self, q, k, v, deterministic):
     """einsum + softmax (+ dropout on the weights), q already scaled; the weights before dropout are
-    sown into ATTENTION_WEIGHTS (fused and cpu never form them). Head-major (b, h, n, d)
+    sown into ATTENTION_WEIGHTS (the other paths never form them). Head-major (b, h, n, d)
     operands keep each head's tokens contiguous for the batched matmuls, the layout XLA:CPU runs
     fastest (experiments/README.md, "attention layout")."""
     dtype = self.options.dtype

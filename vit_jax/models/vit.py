@@ -56,7 +56,7 @@ class VisionTransformer(nn.Module):
   dtype: Dtype = jnp.float32
   scan_layers: bool = False    # one scanned block with a leading `layers` axis (see models/stack.py)
   remat_policy: str = "none"   # none | full | save_dots | save_named
-  attention_impl: str = "xla"  # xla | fused (cuDNN flash attention on GPU) | cpu (our C++ kernel)
+  attention_impl: str = "auto"  # auto | xla | fused | cpu | pallas (models/attention_dispatch.py)
 
   @property
   def interface(self) -> ModelInterface:
