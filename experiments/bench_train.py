@@ -1,7 +1,7 @@
 """Training throughput and MFU of one model on whatever device JAX sees, optionally beside timm.
 
   python experiments/bench_train.py --model=ViT-B/16 --batch=8 --dtype=float32,bfloat16 \
-      [--attention=cpu] [--remat=none] [--timm_python=/tmp/timm_venv/bin/python] [--rounds=5]
+      [--attention=auto,cpu] [--remat=none] [--timm_python=/tmp/timm_venv/bin/python] [--rounds=5]
   python experiments/bench_train.py --model=ViT-L/16 --batch=auto --dtype=bfloat16 --attention=fused
 
 Prints images/s and MFU per precision (AdamW step, synthetic data, 224 px, 1000 classes), the bf16/f32
@@ -11,6 +11,8 @@ ratio ours/timm. --batch=auto picks the largest multiple of 32 whose compiled st
 memory (XLA's memory analysis, fitted from two smaller compiles). The variants take turns: each round
 times `--steps` steps of every variant (in a rotated order), and each ratio is the median over rounds
 of that round's ratio, so a neighbour's burst on a shared machine moves both sides of a ratio alike.
+--attention takes a list too (e.g. auto,cpu): each precision then runs with each attention path, and
+the ratios are given per path and between the paths.
 """
 import argparse
 import json
@@ -31,6 +33,7 @@ import numpy as np  # noqa: E402
 
 from vit_jax import flops, parallel  # noqa: E402
 from vit_jax.configuration import base_config  # noqa: E402
+from vit_jax.models.layers import ATTENTION_IMPLS  # noqa: E402
 from vit_jax.train import build  # noqa: E402
 
 TIMM_NAMES = {"ViT-B/16": "vit_base_patch16_224", "ViT-S/16": "vit_small_patch16_224",
@@ -168,8 +171,10 @@ def main():
   parser.add_argument("--model", default="ViT-B/16")
   parser.add_argument("--batch", default="8", help="images per step, or 'auto': the most that fit")
   parser.add_argument("--dtype", default="float32,bfloat16")
-  parser.add_argument("--attention", default="xla", choices=["xla", "fused", "cpu"],
-                      help="attention_impl: cpu is our C++ kernel on CPU hosts, fused cuDNN on GPUs")
+  parser.add_argument("--attention", default="auto",
+                      help="attention_impl, or a comma-separated list of them: auto (the model's "
+                           "default: the backend's fastest), xla, fused (cuDNN on GPUs), cpu (our C++ "
+                           "kernel on CPU hosts), pallas (TPU)")
   parser.add_argument("--remat", default="none")
   parser.add_argument("--steps", type=int, default=3, help="steps per variant per round")
   parser.add_argument("--rounds", type=int, default=5)
@@ -180,6 +185,10 @@ def main():
   parser.add_argument("--memory_gib", type=float, default=0.0,
                       help="memory that --batch=auto fills (default: the device's allocator limit)")
   args = parser.parse_args()
+  attentions = args.attention.split(",")
+  unknown = sorted(set(attentions) - set(ATTENTION_IMPLS))
+  if unknown:
+    parser.error(f"--attention: unknown {unknown}; choose from {ATTENTION_IMPLS}")
 
   device = jax.devices()[0]
   memory_bytes = int(args.memory_gib * 2**30)
@@ -192,10 +201,13 @@ def main():
         f"{args.rounds} rounds of {args.steps} steps per variant", flush=True)
   print(f"keep freed host pages: {KEPT_PAGES.applied} ({KEPT_PAGES.reason})", flush=True)
   variants, mfu_of, batch_of = {}, {}, {}
+  # With one attention path the names stay "vit_jax <dtype>"; with several each carries its path.
+  paths = {attention: f" {attention}" if len(attentions) > 1 else "" for attention in attentions}
   for dtype in args.dtype.split(","):
-    name = f"vit_jax {dtype}"
-    batch_of[name], variants[name], mfu_of[name] = ours(
-        args.model, batch, dtype, args.attention, args.remat, args.warmup, memory_bytes)
+    for attention, path in paths.items():
+      name = f"vit_jax {dtype}{path}"
+      batch_of[name], variants[name], mfu_of[name] = ours(
+          args.model, batch, dtype, attention, args.remat, args.warmup, memory_bytes)
   if args.timm_python:
     if not batch:
       parser.error("--timm_python needs a fixed --batch (both sides train the same batch)")
@@ -219,7 +231,7 @@ def main():
   for name in names:
     seconds = median([r[name] for r in rounds])
     mfu = f"  MFU {mfu_of[name](seconds):.1%}" if name in mfu_of else ""
-    print(f"{name:17s} batch {batch_of[name]:4d} {batch_of[name] / seconds:8.2f} img/s  "
+    print(f"{name:26s} batch {batch_of[name]:4d} {batch_of[name] / seconds:8.2f} img/s  "
           f"{seconds:7.3f} s/step{mfu}")
 
   def ratio(faster, slower, label):
@@ -228,9 +240,16 @@ def main():
       speedups = [r[slower] / batch_of[slower] * batch_of[faster] / r[faster] for r in rounds]
       print(f"{label}: {median(speedups):.2f}x (median of per-round ratios)")
 
-  ratio("vit_jax bfloat16", "vit_jax float32", "bf16 / f32 speedup")
-  for dtype, short in (("float32", "f32"), ("bfloat16", "bf16")):
-    ratio(f"vit_jax {dtype}", f"timm {dtype}", f"vit_jax {short} / timm {short}")
+  precisions = (("float32", "f32"), ("bfloat16", "bf16"))
+  for path in paths.values():
+    ratio(f"vit_jax bfloat16{path}", f"vit_jax float32{path}", f"bf16 / f32 speedup{path}")
+    for dtype, short in precisions:
+      ratio(f"vit_jax {dtype}{path}", f"timm {dtype}", f"vit_jax {short}{path} / timm {short}")
+  first, *others = attentions
+  for other in others:
+    for dtype, short in precisions:
+      ratio(f"vit_jax {dtype} {other}", f"vit_jax {dtype} {first}",
+            f"vit_jax {short}: {other} / {first}")
 
 
 if __name__ == "__main__":
