@@ -55,6 +55,17 @@ def image_path(config_path: str) -> str:
   return path.relative_to(ROOT).as_posix()
 
 
+def load_sweep(config: str) -> tuple[sweep_file.Sweep, str]:
+  """The sweep file `config` ('path.py[:arg]', checked by sweep_file.load) and its name in the image,
+  with its argument: what every launcher of a sweep reads first."""
+  path, _, argument = config.partition(":")
+  try:
+    sweep = sweep_file.load(config)
+  except sweep_file.SweepError as e:
+    raise LaunchError(str(e)) from None
+  return sweep, image_path(path) + (f":{argument}" if argument else "")
+
+
 def default_name(config_path: str) -> str:
   """The sweep file's name as a DNS label: configs/sweeps/regularization.py -> regularization."""
   name = re.sub(r"[^a-z0-9-]+", "-", pathlib.Path(config_path).stem.lower()).strip("-")
@@ -98,13 +109,8 @@ def trial_jobsets(config: str, workdir: str, manifest: dict, name: Optional[str]
   sweep_file.load), each a copy of `manifest` running the trial's command in workdir/<trial>."""
   if not isinstance(manifest, dict) or manifest.get("kind") != "JobSet":
     raise LaunchError("the manifest is no JobSet: give a copy of launch/kubernetes/jobset.yaml")
-  path, _, argument = config.partition(":")
-  try:
-    sweep = sweep_file.load(config)
-  except sweep_file.SweepError as e:
-    raise LaunchError(str(e)) from None
-  in_image = image_path(path) + (f":{argument}" if argument else "")
-  name = name or default_name(path)
+  sweep, in_image = load_sweep(config)
+  name = name or default_name(config.partition(":")[0])
   _check_name(name, manifest, len(sweep.trials))
   _check_workdir(workdir, manifest)
   jobsets = []

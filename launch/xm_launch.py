@@ -16,8 +16,8 @@ from typing import Sequence
 from absl import app, flags
 from xmanager import xm, xm_local
 
-from sweep_jobsets import LaunchError, image_path  # its sibling: both run from launch/
-from vit_jax.sweep import commands, sweep_file
+from sweep_jobsets import LaunchError, load_sweep  # its sibling: both run from launch/
+from vit_jax.sweep import commands
 
 EXECUTORS = {"vertex": xm_local.Vertex, "kubernetes": xm_local.Kubernetes}
 VERTEX_MOUNT = "/gcs/"   # Vertex AI mounts the project's buckets there (Cloud Storage FUSE)
@@ -72,12 +72,7 @@ def work_units(config: str, workdir: str, *, executor: str = "vertex", accelerat
   sweep_file.load): the trial's trainer flags in workdir/<trial> and the machine it asks for."""
   if executor not in EXECUTORS:
     raise LaunchError(f"--executor={executor}: give one of {', '.join(EXECUTORS)}")
-  path, _, argument = config.partition(":")
-  try:
-    sweep = sweep_file.load(config)
-  except sweep_file.SweepError as e:
-    raise LaunchError(str(e)) from None
-  in_image = image_path(path) + (f":{argument}" if argument else "")
+  sweep, in_image = load_sweep(config)
   _check_workdir(workdir, executor)
   needs = requirements(accelerator, accelerator_count)
   units = []

@@ -12,9 +12,8 @@ from absl import flags
 
 from vit_jax.sweep import commands, sweep_file
 
-xm = pytest.importorskip("xmanager.xm")
-xm_local = pytest.importorskip("xmanager.xm_local")
-xm_utils = pytest.importorskip("xmanager.xm.utils")
+from xmanager import xm, xm_local  # a pinned requirement: its absence is a failure, not a skip
+from xmanager.xm import utils as xm_utils
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SWEEP = "configs/sweeps/regularization.py"
