@@ -50,6 +50,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from vit_jax import checkpoint, parallel  # noqa: E402
+from vit_jax.checkpoint import writer_priority  # noqa: E402
 from vit_jax.configuration import base_config  # noqa: E402
 from vit_jax.data import pipeline, sources  # noqa: E402
 from vit_jax.train import build, eval_pass, loop, metric_rows  # noqa: E402
@@ -116,7 +117,8 @@ def checkpoint_overhead(args) -> None:
     loop.check_before_save(state, 0, ckpt)
     ckpt.wait_until_finished()
     print(f"{args.model}, batch {args.batch}, {n_bytes / 2**20:.0f} MiB of train state; "
-          f"{jax.devices()[0].device_kind}; {load_line()}", flush=True)
+          f"{jax.devices()[0].device_kind}; writes yield to the step (idle priority): "
+          f"{writer_priority.writes_yield_to_step()}; {load_line()}", flush=True)
     ratios, blocking, during_all, away_all = [], [], [], []
     step = 0
     for r in range(args.rounds):

@@ -4,6 +4,11 @@ Each step directory holds three items: 'state' (the TrainState pytree), 'extra' 
 the data-iterator position and the config), so a run killed at any moment resumes where it stopped,
 and 'checksums' (a fingerprint per array, see checksums.py), so that silently changed files are
 caught on restore. Steps written before checksums existed restore unverified.
+
+Arrays are written uncompressed by default: zstd finds little to remove in float32 weights and
+optimizer moments (a few percent) and costs the background write most of its CPU time, which on a
+CPU host is taken from the train step (experiments/README.md, "Overheads around the step").
+Compressed steps, as written before, restore all the same.
 """
 import errno
 import json
@@ -22,6 +27,7 @@ import orbax.checkpoint as ocp
 from vit_jax.checkpoint import checksums
 from vit_jax.checkpoint import npz
 from vit_jax.checkpoint import replica_writes
+from vit_jax.checkpoint import writer_priority
 
 CHECKPOINT_SUBDIR = "checkpoints"  # Under a training workdir.
 CORRUPT_SUBDIR = "corrupt"  # Under the checkpoint directory: steps that failed to restore.
@@ -156,10 +162,13 @@ class Checkpointer:
 
   A failed save (disk full, lost permissions) raises one CheckpointSaveError from whichever call
   notices it first: save() (of the next step), wait_until_finished() or close().
+
+  On a CPU backend the background write yields to the train step until something waits for it
+  (writer_priority.py). `compress=True` writes zstd-compressed arrays (smaller, slower to write).
   """
 
   def __init__(self, directory: Any, *, save_every: int = 1, keep: Optional[int] = 3,
-               async_save: bool = True):
+               async_save: bool = True, compress: bool = False):
     self.directory = npz.resolve(directory)
     # Every `save_every` steps exactly (Orbax's default also saves the first step it sees), and
     # whenever JAX's preemption notice has been reached.
@@ -173,8 +182,8 @@ class Checkpointer:
     replica_writes.write_replicas_whole_on_cpu()
     self._manager = ocp.CheckpointManager(
         self.directory, options=options,
-        item_handlers={STATE: ocp.StandardCheckpointHandler(), EXTRA: ocp.JsonCheckpointHandler(),
-                       CHECKSUMS: ocp.JsonCheckpointHandler()})
+        item_handlers={STATE: ocp.PyTreeCheckpointHandler(use_compression=compress),
+                       EXTRA: ocp.JsonCheckpointHandler(), CHECKSUMS: ocp.JsonCheckpointHandler()})
     self._pending_step: Optional[int] = None  # The step whose asynchronous save may be in flight.
 
   def save(self, step: int, state: Any, extra: Optional[dict[str, Any]] = None, *,
@@ -203,12 +212,14 @@ class Checkpointer:
     try:
       started = self._manager.save(
           step, args=ocp.args.Composite(**{
-              STATE: ocp.args.StandardSave(state), EXTRA: ocp.args.JsonSave(extra),
+              STATE: ocp.args.PyTreeSave(state), EXTRA: ocp.args.JsonSave(extra),
               CHECKSUMS: ocp.args.JsonSave(record)}),
           force=True)  # Already decided above; asking the policy twice would repeat its side effects.
     except Exception as e:
       self._raise_save_error(step, e)
     self._pending_step = step if started else None
+    if started:
+      writer_priority.yield_to_step()
     return started
 
   def latest_step(self) -> Optional[int]:
@@ -252,8 +263,10 @@ class Checkpointer:
       restored = self._manager.restore(step, args=ocp.args.Composite(**json_items))
       state = restore_on_host(step_dir / STATE)
     else:
+      restore_args = ocp.checkpoint_utils.construct_restore_args(abstract_state)
       restored = self._manager.restore(step, args=ocp.args.Composite(
-          **{STATE: ocp.args.StandardRestore(abstract_state)}, **json_items))
+          **{STATE: ocp.args.PyTreeRestore(abstract_state, restore_args=restore_args)},
+          **json_items))
       state = restored[STATE]
     if has_checksums:
       checksums.verify(state, restored[CHECKSUMS], f"checkpoint step {step} in {self.directory}")
@@ -333,6 +346,7 @@ class Checkpointer:
     """Blocks until the pending asynchronous save (if any) is committed; raises CheckpointSaveError
     (once) if it failed."""
     step, self._pending_step = self._pending_step, None
+    writer_priority.full_speed()
     try:
       self._manager.wait_until_finished()
     except Exception as e:
