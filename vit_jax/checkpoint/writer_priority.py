@@ -51,8 +51,8 @@ def writer_threads() -> list[int]:
       with open(f"/proc/self/task/{tid}/comm") as f:
         if f.read().strip() == WRITER_THREAD:
           tids.append(int(tid))
-    except FileNotFoundError:
-      pass  # The thread ended while listing.
+    except (FileNotFoundError, ProcessLookupError):
+      pass  # The thread ended while listing (the kernel answers either way).
   return tids
 
 
@@ -63,8 +63,8 @@ def _set_policy(policy: int) -> int:
     try:
       os.sched_setscheduler(tid, policy, os.sched_param(0))
       count += 1
-    except ProcessLookupError:
-      pass  # The thread ended.
+    except (ProcessLookupError, FileNotFoundError):
+      pass  # The thread ended between listing and setting.
   return count
 
 
