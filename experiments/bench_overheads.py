@@ -317,9 +317,12 @@ def eval_overhead(args) -> None:
   s = loop.setup(config, source)
   split = args.split or config.data.train_split  # The default job's test split is 359 examples.
 
+  eval_batch = pipeline.balanced_eval_batch_size(  # As the evaluators choose it.
+      source, split, config.eval_batch_size, parallel.batch_shards(s.mesh, s.rules))
+
   def eval_batches():
-    return pipeline.eval_batches(config.data, source=source, split=split,
-                                 batch_size=config.eval_batch_size, image_size=s.image_size)
+    return pipeline.eval_batches(config.data, source=source, split=split, batch_size=eval_batch,
+                                 image_size=s.image_size)
 
   in_memory = list(eval_batches())
   examples = sum(int(b["mask"].sum()) for b in in_memory)
@@ -342,21 +345,24 @@ def eval_overhead(args) -> None:
       eval_pass.run(s.eval_step, variables, make_batches(), s.mesh, s.rules)
     return (time.perf_counter() - start) / (args.passes * examples)
 
-  def forward_passes():
+  def forward_passes(from_host: bool):
     start = time.perf_counter()
     with parallel.activate(s.mesh, s.rules):
       for _ in range(args.passes * forward_batches):
-        logits = forward(variables, train_batch)
+        batch = parallel.global_batch(host_batch, s.mesh, s.rules) if from_host else train_batch
+        logits = forward(variables, batch)
       jax.block_until_ready(logits)
     return (time.perf_counter() - start) / (args.passes * forward_batches * s.batch_size)
 
+  host_batch = synthetic_batch(s, s.batch_size)
   variants = {"eval, pipeline": lambda: timed_passes(eval_batches),
               "eval, in memory": lambda: timed_passes(lambda: in_memory),
-              "forward": forward_passes}
+              "forward": lambda: forward_passes(from_host=False),
+              "forward, batches from host": lambda: forward_passes(from_host=True)}
   for fn in variants.values():  # Compile, and fill the pipeline's caches.
     fn()
   print(f"{config.model_name} at {s.image_size} px: eval passes over {split} ({examples} examples in "
-        f"{len(in_memory)} batches of {config.eval_batch_size}, {padded - examples} of them padding), "
+        f"{len(in_memory)} batches of {eval_batch}, {padded - examples} of them padding), "
         f"from its pipeline and held in memory, vs {forward_batches} forward passes of the train "
         f"batch {s.batch_size}; per real example; {load_line()}", flush=True)
   names = list(variants)
@@ -367,8 +373,9 @@ def eval_overhead(args) -> None:
     print(f"round {r + 1}: " + ", ".join(f"{n} {1e6 * rounds[-1][n]:.1f} us" for n in names),
           flush=True)
   for name in names[:2]:
-    ratio = np.median([r[name] / r["forward"] for r in rounds])
-    print(f"{name} / forward per example: {ratio:.3f} (median of {len(rounds)} rounds)")
+    for baseline in names[2:]:
+      ratio = np.median([r[name] / r[baseline] for r in rounds])
+      print(f"{name} / {baseline} per example: {ratio:.3f} (median of {len(rounds)} rounds)")
   print(load_line())
 
 

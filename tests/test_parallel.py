@@ -37,6 +37,13 @@ def test_batch_is_split_over_data_and_fsdp_in_every_strategy():
     assert sharding.spec == PartitionSpec(("data", "fsdp"), None, None, None)
 
 
+@pytest.mark.parametrize("sizes, shards", [
+    ({"data": 4, "fsdp": 2}, 8), ({"data": 2, "tensor": 4}, 2), ({"data": 1, "tensor": 8}, 1)])
+def test_a_batch_is_split_over_the_devices_of_the_data_and_fsdp_axes_only(sizes, shards):
+  mesh = parallel.make_mesh(sizes)
+  assert parallel.batch_shards(mesh, parallel.rules_for("fsdp")) == shards
+
+
 def test_global_batch_places_each_example_once():
   mesh = parallel.make_mesh({"data": -1})
   rules = parallel.rules_for("data_parallel")

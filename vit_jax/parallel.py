@@ -120,6 +120,13 @@ def batch_sharding(mesh: Mesh, rules, ndim: int) -> NamedSharding:
   return NamedSharding(mesh, spec)
 
 
+def batch_shards(mesh: Mesh, rules) -> int:
+  """How many parts a batch's rows are split into (the devices along the batch mesh axes): a global
+  batch size must be a multiple of it."""
+  sharding = batch_sharding(mesh, rules, 1)
+  return mesh.size // math.prod(sharding.shard_shape((mesh.size,)))
+
+
 def check_process_rows(sharding: NamedSharding, batch_size: int, process_of=None) -> None:
   """Fails unless process p's devices hold rows [p * local, (p + 1) * local) of a global batch.
 

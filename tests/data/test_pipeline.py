@@ -1,5 +1,6 @@
 """Specification of batching: a deterministic, resumable, sharded train stream; a masked eval."""
 import itertools
+import math
 import os
 
 import numpy as np
@@ -190,6 +191,36 @@ def test_eval_over_two_processes_gives_equal_batch_counts_and_every_example_once
   assert len(per_process[0]) == len(per_process[1]) == pipeline.eval_steps(37, 8, 2) == 5
   assert all(b["image"].shape == (4, 6, 6, 3) for bs in per_process for b in bs)
   assert sorted(_real_labels(per_process[0]) + _real_labels(per_process[1])) == list(range(37))
+
+
+@pytest.mark.parametrize("n, batch_size, multiple, processes, balanced", [
+    (1438, 256, 1, 1, 240),  # The default job's train split: 6 batches, 98 padding -> 2.
+    (1438, 256, 16, 1, 240),
+    (1438, 256, 64, 1, 256),  # No multiple of 64 below 256 holds 1,438 in 6 batches.
+    (37, 8, 1, 1, 8),  # 5 batches of 8 or of 8: no smaller batch keeps 5 batches.
+    (33, 8, 1, 1, 7),
+    (37, 8, 2, 2, 8),
+    (1438, 256, 8, 2, 240),  # Shards of 719 per process, 6 batches of 120 each.
+    (5, 512, 8, 1, 8),  # A split smaller than one batch: one batch of the smallest multiple.
+])
+def test_balanced_eval_batches_keep_the_batch_count_with_the_least_padding(
+    n, batch_size, multiple, processes, balanced):
+  source = IndexedSource(n)
+  got = pipeline.balanced_eval_batch_size(source, "test", batch_size, multiple, processes)
+  assert got == balanced and got % multiple == 0 and got % processes == 0
+  assert pipeline.eval_steps(n, got, processes) == pipeline.eval_steps(n, batch_size, processes)
+  if balanced > multiple:  # One multiple less would need another batch.
+    assert pipeline.eval_steps(n, got - math.lcm(multiple, processes), processes) > (
+        pipeline.eval_steps(n, batch_size, processes))
+
+
+def test_balanced_eval_batches_cover_every_example_once():
+  source = IndexedSource(33)
+  size = pipeline.balanced_eval_batch_size(source, "test", 8, 1)
+  batches = list(pipeline.eval_batches(CONFIG, source=source, split="test", batch_size=size,
+                                       image_size=8))
+  assert len(batches) == 5 and all(len(b["mask"]) == 7 for b in batches)
+  assert _real_labels(batches) == list(range(33))  # 2 padding instead of 7.
 
 
 # ----------------------------------------------------------------------------- pipeline strings

@@ -11,6 +11,7 @@ decoded afterwards by the pipeline string (see pp.py); undecodable examples are 
 (see guard.py).
 """
 import dataclasses
+import math
 from typing import Optional
 
 import ml_collections
@@ -68,6 +69,25 @@ def eval_steps(num_examples: int, batch_size: int, process_count: int = 1) -> in
   """Returns the number of (padded) eval batches covering evenly sharded examples once."""
   largest_shard = -(-num_examples // process_count)
   return -(-largest_shard // local_batch_size(batch_size, process_count))
+
+
+def balanced_eval_batch_size(source: Source, split: str, batch_size: int, multiple: int,
+                             process_count: int = 1) -> int:
+  """The smallest global batch, a multiple of `multiple` and at most `batch_size`, that covers
+  `split` in as many batches as `batch_size` does.
+
+  The last batch of a pass is padded up to the full batch, and padding costs as much to compute as
+  an example: 1,438 examples in batches of 256 pad 98 (7%); in 6 batches of 240 they pad 2. One
+  shape for the whole pass, so the eval step still compiles once (per distinct split size).
+  `multiple` is what the batch's sharding needs (parallel.batch_shards; a multiple of
+  process_count is added).
+  """
+  local = local_batch_size(batch_size, process_count)
+  largest = max(source.shard_size(split, i, process_count) for i in range(process_count))
+  num_batches = max(1, -(-largest // local))
+  step = math.lcm(multiple, process_count)
+  needed = -(-largest // num_batches) * process_count
+  return min(batch_size, -(-needed // step) * step)
 
 
 def _check_process(process_index: int, process_count: int) -> None:

@@ -39,19 +39,20 @@ def run(step: Callable[[Any, dict], dict], variables: Any, batches: Iterable[dic
   """Runs `step` on every batch. keep(outputs, local_batch) -> {name: (local_batch, ...) array}
   receives this process's rows of the step's per-example outputs and its local batch; without it
   the per-example outputs are kept as they are."""
-  sums: dict[str, float] = {}
+  scalars: list[dict[str, jax.Array]] = []  # Read once, after the last batch: no per-batch wait.
   kept: dict[str, list[np.ndarray]] = {}
 
   def collect(out, local):
-    for key, value in jax.device_get({k: v for k, v in out.items() if v.ndim == 0}).items():
-      sums[key] = sums.get(key, 0.0) + float(value)
+    scalars.append({k: v for k, v in out.items() if v.ndim == 0})
     rows = {k: local_rows(v, mesh, rules) for k, v in out.items() if v.ndim > 0}
+    if not rows and keep is None:
+      return
     rows = keep(rows, local) if keep is not None else rows
     for key, value in {**rows, "mask": local["mask"]}.items():
       kept.setdefault(key, []).append(np.asarray(value))
 
-  # A batch's outputs are read once the next batch is dispatched, so that the host prepares the
-  # next batch while the device computes this one (reading them at once would wait for it first).
+  # A batch's per-example outputs are read once the next batch is dispatched, so that the host
+  # prepares the next batch while the device computes this one (reading them at once would wait).
   previous = None
   with parallel.activate(mesh, rules):
     for local in batches:
@@ -62,6 +63,10 @@ def run(step: Callable[[Any, dict], dict], variables: Any, batches: Iterable[dic
       previous = (out, local)
     if previous is not None:
       collect(*previous)
+  sums: dict[str, float] = {}
+  for batch_sums in jax.device_get(scalars):  # In batch order, as float64 on the host.
+    for key, value in batch_sums.items():
+      sums[key] = sums.get(key, 0.0) + float(value)
   skipped = np.array([getattr(batches, "skipped", 0)], np.int64)
   joined = {key: np.concatenate(parts) for key, parts in kept.items()}
   if set(joined) <= {"mask"}:  # nothing per example was kept

@@ -94,6 +94,10 @@ def check_options(factory: Factory, options: dict, where: str, kind: str) -> Non
 
 
 def _batches(s: Setup, source, data_config, split, batch_size, **columns):
+  """One pass over `split` in as many batches as `batch_size` needs, each no larger than they must
+  be (pipeline.balanced_eval_batch_size: less padding to compute)."""
+  batch_size = pipeline.balanced_eval_batch_size(
+      source, split, batch_size, parallel.batch_shards(s.mesh, s.rules), jax.process_count())
   return pipeline.eval_batches(
       data_config, source=source, split=split, batch_size=batch_size, image_size=s.image_size,
       process_index=jax.process_index(), process_count=jax.process_count(), **columns)
