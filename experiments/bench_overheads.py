@@ -2,7 +2,8 @@
 
   python experiments/bench_overheads.py checkpoint [--model=ViT-S/16 --batch=8 --rounds=6]
   python experiments/bench_overheads.py logging [--steps=20 --log_every=10 --trace_dir=/tmp/trace]
-  python experiments/bench_overheads.py eval [--rounds=8]
+  python experiments/bench_overheads.py eval [--rounds=12 --passes=3]
+  python experiments/bench_overheads.py eval --model=ViT-S/16 --split=test --rounds=3 --passes=1
   python experiments/bench_overheads.py compile [--models=ViT-B/16,ViT-L/16,ViT-H/14]
 
 checkpoint: the real train step and the real Checkpointer (async Orbax saves, preceded by the loop's
@@ -16,11 +17,12 @@ logging: the default job (configs/default.py:pretrain) through the trainer's own
   thread notes when each step completes (the loop itself never waits for it), and jax.device_get is
   counted per step. Reports how many steps dispatch runs ahead, the host time between dispatches and
   the steps on which the loop read the device.
-eval: the default job's eval step over a split (its evaluator's pass, eval_pass.run, from the
-  evaluator's pipeline and from the same batches held in memory), against a forward pass of the same
-  model on train-sized batches in the train step's shardings; per real example, alternating, the
-  median of per-round ratios. Also counts the eval
-  step's compilations over a short run with three eval passes on raw and EMA weights.
+eval: the default job's eval step over a split (its classification evaluator as the trainer runs
+  it; its pass, eval_pass.run, from a new pipeline each pass and from batches held in memory),
+  against a forward pass of the same model on train-sized batches in the train step's shardings;
+  per real example, alternating, the median of per-round ratios; with --model, that model on the digits resized to --image_size
+  (pipeline work and compute per image at a real resolution). Also counts the eval step's
+  compilations over a short run with three eval passes on raw and EMA weights.
 compile: time to the first step, i.e. lowering + compiling the trainer's train step (build.setup, as
   vit_jax.plan does, abstract inputs) per model, scanned and unrolled, 224 px.
 The figures go to experiments/README.md "## Overheads around the step".
@@ -53,7 +55,7 @@ from vit_jax import checkpoint, parallel  # noqa: E402
 from vit_jax.checkpoint import writer_priority  # noqa: E402
 from vit_jax.configuration import base_config  # noqa: E402
 from vit_jax.data import pipeline, sources  # noqa: E402
-from vit_jax.train import build, eval_pass, loop, metric_rows  # noqa: E402
+from vit_jax.train import build, eval_pass, evaluators, loop, metric_rows  # noqa: E402
 from vit_jax.train.metric_log import MetricLog  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -308,11 +310,26 @@ def count_eval_compiles() -> tuple[int, int, int]:
   return compiles["eval_step"], compiles["train_step"], 2 * passes  # raw and EMA weights
 
 
+def eval_config(args):
+  """The default job, or with --model its digits at --image_size through that model (images
+  resized up: per-image pipeline work and compute at a real resolution)."""
+  config = load_default_config()
+  if not args.model:
+    return config
+  sized = base_config(args.model)
+  sized.data = config.data
+  sized.data.image_size = args.image_size
+  sized.data.pp_batch = f"inception_crop({args.image_size})|value_range(-1, 1)"
+  sized.batch_size, sized.eval_batch_size = args.batch, args.eval_batch
+  sized.train.steps = 1000
+  return sized
+
+
 def eval_overhead(args) -> None:
   evals, trains, passes = count_eval_compiles()
   print(f"short run, {passes} eval passes (3 evaluations x raw and EMA weights): eval_step compiled "
         f"{evals} time(s), train_step {trains}", flush=True)
-  config = load_default_config()
+  config = eval_config(args)
   source = sources.get_source(config.data)
   s = loop.setup(config, source)
   split = args.split or config.data.train_split  # The default job's test split is 359 examples.
@@ -354,8 +371,19 @@ def eval_overhead(args) -> None:
       jax.block_until_ready(logits)
     return (time.perf_counter() - start) / (args.passes * forward_batches * s.batch_size)
 
+  # What the trainer runs: the evaluator, its passes after the first from host memory (pass_cache).
+  evaluator = evaluators.EVALUATORS.get("classification")(s, source, config.data, split,
+                                                         config.eval_batch_size)
+
+  def evaluator_passes():
+    start = time.perf_counter()
+    for _ in range(args.passes):
+      evaluator(variables)
+    return (time.perf_counter() - start) / (args.passes * examples)
+
   host_batch = synthetic_batch(s, s.batch_size)
-  variants = {"eval, pipeline": lambda: timed_passes(eval_batches),
+  variants = {"evaluator": evaluator_passes,
+              "eval, pipeline": lambda: timed_passes(eval_batches),
               "eval, in memory": lambda: timed_passes(lambda: in_memory),
               "forward": lambda: forward_passes(from_host=False),
               "forward, batches from host": lambda: forward_passes(from_host=True)}
@@ -363,7 +391,8 @@ def eval_overhead(args) -> None:
     fn()
   print(f"{config.model_name} at {s.image_size} px: eval passes over {split} ({examples} examples in "
         f"{len(in_memory)} batches of {eval_batch}, {padded - examples} of them padding), "
-        f"from its pipeline and held in memory, vs {forward_batches} forward passes of the train "
+        f"by the evaluator, from the pipeline each pass and held in memory, vs {forward_batches} "
+        f"forward passes of the train "
         f"batch {s.batch_size}; per real example; {load_line()}", flush=True)
   names = list(variants)
   rounds = []
@@ -372,8 +401,8 @@ def eval_overhead(args) -> None:
     rounds.append({name: variants[name]() for name in order})
     print(f"round {r + 1}: " + ", ".join(f"{n} {1e6 * rounds[-1][n]:.1f} us" for n in names),
           flush=True)
-  for name in names[:2]:
-    for baseline in names[2:]:
+  for name in [n for n in names if not n.startswith("forward")]:
+    for baseline in [n for n in names if n.startswith("forward")]:
       ratio = np.median([r[name] / r[baseline] for r in rounds])
       print(f"{name} / {baseline} per example: {ratio:.3f} (median of {len(rounds)} rounds)")
   print(load_line())
@@ -419,6 +448,10 @@ def main():
   ev.add_argument("--rounds", type=int, default=12)
   ev.add_argument("--passes", type=int, default=3, help="passes per variant per round")
   ev.add_argument("--split", default="", help="the split evaluated (default: data.train_split)")
+  ev.add_argument("--model", default="", help="another model on the digits (default: the job's)")
+  ev.add_argument("--image_size", type=int, default=224, help="with --model")
+  ev.add_argument("--batch", type=int, default=32, help="with --model: the train batch")
+  ev.add_argument("--eval_batch", type=int, default=64, help="with --model")
   comp = commands.add_parser("compile", help="time to the first step, scanned and unrolled")
   comp.add_argument("--models", default="ViT-B/16,ViT-L/16,ViT-H/14")
   comp.add_argument("--layers", default="scanned,unrolled")

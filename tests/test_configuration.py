@@ -135,6 +135,7 @@ def _runnable_config():
                                 "interpolate_1d, reset"),
     ("data.pseudo_labels", "/no/such/dir", "config.data.pseudo_labels='/no/such/dir' does not exist"),
     ("data.labeled_repeats", -1, "config.data.labeled_repeats=-1"),
+    ("data.eval_cache_mib", -1, "config.data.eval_cache_mib=-1"),
     ("data.score_maps", "/no/such/dir", "config.data.score_maps='/no/such/dir' does not exist"),
     ("loss", "token_label", "config.loss='token_label' trains on a teacher's score maps, and "
                             "config.data.score_maps is empty"),

@@ -62,6 +62,10 @@ def data_config() -> ml_collections.ConfigDict:
       "global_order": False,
       "threads": 1,         # tf.data private thread pool size: keep small so XLA keeps the cores.
       "prefetch": 2,        # Batches prefetched by tf.data.
+      # An evaluator keeps its split's preprocessed batches in host memory after the first pass
+      # when they fit in this many MiB per process (data/pass_cache.py); later passes skip tf.data.
+      # 0: every pass reads the split through the pipeline.
+      "eval_cache_mib": 512,
   })
 
 
@@ -284,6 +288,7 @@ def check_values(config: ml_collections.ConfigDict, workdir: Optional[str] = Non
         f"config.optim.warmup_steps={config.optim.warmup_steps} is not below config.train.steps="
         f"{train.steps}: lower warmup_steps (or train longer)")
   _at_least(config, "data.labeled_repeats", 0, "passes over the labelled split per epoch")
+  _at_least(config, "data.eval_cache_mib", 0, "MiB of eval batches kept in host memory")
   pseudo_labels = paths.expand(config.data.pseudo_labels)
   if pseudo_labels and not os.path.isdir(pseudo_labels):
     raise ConfigError(f"config.data.pseudo_labels={config.data.pseudo_labels!r} does not exist: set "

@@ -4,7 +4,9 @@ digits (random weights: nothing is trained):
     the eval step's logits) of every example in the split's order, with its label, and fits and
     scores the few-shot probes on them; on another dataset (options.data) too;
   - 'real' scores top-1 predictions against a hand-made labels file, leaving empty sets out;
-  - options an evaluator does not take, and data keys config.data lacks, are refused naming them.
+  - options an evaluator does not take, and data keys config.data lacks, are refused naming them;
+  - an evaluator reads its split through the pipeline once when the pass fits in
+    data.eval_cache_mib, and every time when that is 0, with the same metrics.
 """
 import json
 
@@ -100,3 +102,20 @@ def test_fewshot_evaluates_another_dataset_and_bad_options_are_refused_naming_th
       (eval_config(kind="real"), r"the 'real' evaluator needs options.labels")]:
     with pytest.raises(ValueError, match=message):
       evaluators.build_evaluators(ml_collections.ConfigDict({"bad": entry}), s, source, config.data, 64)
+
+
+def test_later_passes_come_from_host_memory_unless_eval_cache_mib_is_0(stand_in, monkeypatch):
+  config, source, s, variables, *_ = stand_in
+  built, eval_batches = [], pipeline.eval_batches
+
+  def counted(*args, **kwargs):
+    built.append(1)
+    return eval_batches(*args, **kwargs)
+  monkeypatch.setattr(pipeline, "eval_batches", counted)
+  for cache_mib, passes_built in ((512, 1), (0, 3)):
+    data = evaluators.other_data(config.data, {"eval_cache_mib": cache_mib}, "test")
+    classify = evaluators.EVALUATORS.get("classification")(s, source, data, "test", 64)
+    built.clear()
+    results = [classify(variables) for _ in range(3)]
+    assert len(built) == passes_built
+    assert results[0] == results[1] == results[2] and results[0]["examples"] == 359

@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 
 from vit_jax import parallel, paths
-from vit_jax.data import pipeline, sources, split_slices
+from vit_jax.data import pass_cache, pipeline, sources, split_slices
 from vit_jax.metrics import fewshot as fewshot_lib
 from vit_jax.metrics import classification as metrics_lib
 from vit_jax.metrics import real_labels
@@ -93,14 +93,18 @@ def check_options(factory: Factory, options: dict, where: str, kind: str) -> Non
                      f"{', '.join(accepted + ['data']) if accepted else 'only data'}")
 
 
-def _batches(s: Setup, source, data_config, split, batch_size, **columns):
-  """One pass over `split` in as many batches as `batch_size` needs, each no larger than they must
-  be (pipeline.balanced_eval_batch_size: less padding to compute)."""
+def _passes(s: Setup, source, data_config, split, batch_size, **columns) -> pass_cache.PassCache:
+  """Passes over `split`, each in as many batches as `batch_size` needs and each batch no larger
+  than it must be (pipeline.balanced_eval_batch_size: less padding to compute); after the first,
+  from host memory where a pass fits in data.eval_cache_mib."""
   batch_size = pipeline.balanced_eval_batch_size(
       source, split, batch_size, parallel.batch_shards(s.mesh, s.rules), jax.process_count())
-  return pipeline.eval_batches(
-      data_config, source=source, split=split, batch_size=batch_size, image_size=s.image_size,
-      process_index=jax.process_index(), process_count=jax.process_count(), **columns)
+
+  def make_pass():
+    return pipeline.eval_batches(
+        data_config, source=source, split=split, batch_size=batch_size, image_size=s.image_size,
+        process_index=jax.process_index(), process_count=jax.process_count(), **columns)
+  return pass_cache.PassCache(make_pass, int(data_config.eval_cache_mib * 2 ** 20))
 
 
 def _check_classes(s: Setup, source, kind: str) -> None:
@@ -126,9 +130,10 @@ def classification(s: Setup, source, data_config, split: str, batch_size: int) -
   """Top-1 and top-5 accuracy and mean loss over every example of the split, each counted once;
   for multi-label data also precision@1 and mean average precision."""
   _check_classes(s, source, "classification")
+  passes = _passes(s, source, data_config, split, batch_size)
 
   def run(variables) -> dict[str, float]:
-    batches = _batches(s, source, data_config, split, batch_size)
+    batches = passes()
     if not s.multi_label:
       return classification_metrics(eval_pass.run(s.eval_step, variables, batches, s.mesh,
                                                   s.rules).sums)
@@ -184,15 +189,14 @@ def real(s: Setup, source, data_config, split: str, batch_size: int, *, labels: 
   _check_classes(s, source, "real")
   table = real_labels.load(paths.expand(labels), s.num_classes)
   start = split_slices.positions(source, split).start
+  passes = _passes(s, source, data_config, split, batch_size, **columns)
 
   def keep(outputs, local):
     return {"prediction": np.argmax(outputs["logits"], axis=-1),
             "entry": real_entries(local, by, start)}
 
   def run(variables) -> dict[str, float]:
-    done = eval_pass.run(s.predict_step, variables,
-                         _batches(s, source, data_config, split, batch_size, **columns),
-                         s.mesh, s.rules, keep=keep)
+    done = eval_pass.run(s.predict_step, variables, passes(), s.mesh, s.rules, keep=keep)
     result = real_labels.accuracy(done.rows["prediction"], done.rows["entry"], table)
     return {**result, "original_accuracy": done.sums["correct"] / max(done.sums["count"], 1.0)}
   return run
@@ -222,13 +226,15 @@ class FewShot:
     self.split, self.num_classes = split, source.num_classes
     self._s, self._source, self._data, self._batch_size = s, source, data_config, batch_size
     self._step = jax.jit(features_step(s.model))
+    self._passes: dict[str, pass_cache.PassCache] = {}
 
   def features(self, variables, split: str) -> tuple[np.ndarray, np.ndarray]:
     """(features (N, D), labels (N,)) of every example of `split`, in the split's order."""
+    if split not in self._passes:
+      self._passes[split] = _passes(self._s, self._source, self._data, split, self._batch_size,
+                                    indices=True)
     done = eval_pass.run(
-        self._step, variables,
-        _batches(self._s, self._source, self._data, split, self._batch_size, indices=True),
-        self._s.mesh, self._s.rules,
+        self._step, variables, self._passes[split](), self._s.mesh, self._s.rules,
         keep=lambda outputs, local: {"features": outputs["features"], "label": local["label"],
                                      "index": local[pipeline.INDEX]})
     order = np.argsort(done.rows["index"], kind="stable")
@@ -265,11 +271,12 @@ def masked_patch(s: Setup, source, data_config, split: str, batch_size: int) -> 
     raise ValueError("the 'masked_patch' evaluator needs a model with masked patch prediction: set "
                      "config.model.masked_patch_prediction=True, or use type='classification'")
   step = jax.jit(masked_patch_lib.make_eval_step(s.model, s.seed))
+  passes = _passes(s, source, data_config, split, batch_size)
 
   def run(variables) -> dict[str, float]:
     totals = {"correct": 0.0, "loss_sum": 0.0, "patches": 0.0, "count": 0.0}
     with parallel.activate(s.mesh, s.rules):
-      for index, local in enumerate(_batches(s, source, data_config, split, batch_size)):
+      for index, local in enumerate(passes()):
         out = step(variables, parallel.global_batch(local, s.mesh, s.rules), index)
         for key, value in jax.device_get(out).items():
           totals[key] += float(value)
