@@ -7,10 +7,13 @@ zero them, in system time. `keep_freed_pages` tells glibc to use one arena, neve
 mmap and never to trim the heap, so the next step reuses the same pages. Alone that costs memory:
 while other threads (tf.data) allocate, their buffers split a freed block, so the heap grows by
 another block every few steps (ViT-Ti/16 at batch 32 on JPEGs: 6.6-10 GB resident after 13 steps
-instead of 3.3). So by default a daemon thread also calls malloc_trim(0) every TRIM_SECONDS: glibc
-then hands the free pages inside the heap back to the kernel. A trim almost always lands while a
-step runs, when its block is in use and stays resident; what goes back is the split-off remnants,
-so resident memory stays near one step's block. Step times and peak resident sizes per setting:
+instead of 3.3). So by default a daemon thread bounds it: every POLL_SECONDS it reads the resident
+size, and when that has grown by GROWTH (a quarter, at least MIN_GROWTH) since the last trim it
+calls malloc_trim(0): glibc then hands the free pages inside the heap back to the kernel. A trim
+almost always lands while a step runs, when its block is in use and stays resident; what goes back
+is the split-off remnants. So the resident size stays within GROWTH of what the process uses, and
+a process that does not grow is never trimmed. (Trimming on a clock instead, every 10 s, let the
+peak double between trims when steps are short.) Step times and peak resident sizes per setting:
 experiments/README.md, sections "Page faults, transposed copies and bf16 bias gradients" and
 "Bounded host memory" (experiments/bench_host_memory.py).
 
@@ -31,20 +34,22 @@ from typing import NamedTuple
 
 SETTING_ENV = "VIT_JAX_KEEP_FREED_PAGES"
 DISABLE_ENV = SETTING_ENV  # =0 turns it off
-TRIM_SECONDS = 10.0
+POLL_SECONDS = 0.5
+GROWTH_FRACTION = 0.25  # Trim once resident memory exceeds its size after the last trim by this ...
+MIN_GROWTH = 256 * 2 ** 20  # ... or by this many bytes, whichever is more.
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8  # glibc's mallopt parameters
 _NEVER = -1  # M_TRIM_THRESHOLD -1: never trim (mallopt(3))
 _KEEP = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _NEVER))
 
 
 class Plan(NamedTuple):
-  """What a setting of VIT_JAX_KEEP_FREED_PAGES does: mallopt calls, then malloc_trim(0) every
-  trim_seconds from a daemon thread (0: never)."""
+  """What a setting of VIT_JAX_KEEP_FREED_PAGES does: mallopt calls, then whether a daemon thread
+  bounds the heap (GrowthTrimmer)."""
   mallopt: tuple[tuple[int, int], ...]
-  trim_seconds: float
+  bounded: bool
 
 
-PLANS = {"0": Plan((), 0.0), "1": Plan(_KEEP, TRIM_SECONDS), "unbounded": Plan(_KEEP, 0.0)}
+PLANS = {"0": Plan((), False), "1": Plan(_KEEP, True), "unbounded": Plan(_KEEP, False)}
 
 
 class Outcome(NamedTuple):
@@ -84,12 +89,45 @@ def _libc():
     return None, None
 
 
-def _start_trimming(libc, seconds: float) -> None:
-  def trim_forever():
+def resident_bytes() -> int:
+  """This process's resident size (/proc/self/statm)."""
+  with open("/proc/self/statm") as f:
+    return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class GrowthTrimmer:
+  """Calls trim() when resident() has grown by GROWTH since the size after the last trim (or the
+  lowest size seen since)."""
+
+  def __init__(self, trim, resident=resident_bytes):
+    self._trim, self._resident = trim, resident
+    self.floor = resident()
+    self.trims = 0
+
+  def limit(self) -> int:
+    """The resident size above which the next check trims."""
+    return self.floor + max(MIN_GROWTH, int(GROWTH_FRACTION * self.floor))
+
+  def check(self) -> bool:
+    """One poll: trims if the process has grown past limit(); returns whether it trimmed."""
+    now = self._resident()
+    if now <= self.limit():
+      self.floor = min(self.floor, now)
+      return False
+    self._trim()
+    self.trims += 1
+    self.floor = self._resident()
+    return True
+
+
+def _start_trimming(libc) -> None:
+  trimmer = GrowthTrimmer(lambda: libc.malloc_trim(0))
+
+  def trim_when_grown():
     while True:
-      time.sleep(seconds)
-      libc.malloc_trim(0)
-  threading.Thread(target=trim_forever, name="malloc_trim", daemon=True).start()
+      time.sleep(POLL_SECONDS)
+      trimmer.check()
+  threading.Thread(target=trim_when_grown, name="malloc_trim", daemon=True).start()
 
 
 def keep_freed_pages() -> Outcome:
@@ -111,8 +149,9 @@ def keep_freed_pages() -> Outcome:
   for parameter, value in chosen.mallopt:
     if libc.mallopt(parameter, value) != 1:
       return Outcome(False, f"glibc {version} refused mallopt({parameter}, {value})")
-  if chosen.trim_seconds:
-    _start_trimming(libc, chosen.trim_seconds)
-    return Outcome(True, f"glibc {version}: one arena, no mmap blocks, trimmed every "
-                         f"{chosen.trim_seconds:g} s")
+  if chosen.bounded:
+    _start_trimming(libc)
+    return Outcome(True, f"glibc {version}: one arena, no mmap blocks, trimmed when resident "
+                         f"memory grows by {GROWTH_FRACTION:.0%} (at least "
+                         f"{MIN_GROWTH // 2 ** 20} MiB)")
   return Outcome(True, f"glibc {version}: one arena, no mmap blocks, no trimming")
