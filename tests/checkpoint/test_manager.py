@@ -35,10 +35,10 @@ def abstract(state, sharding_for=None):
       state)
 
 
-def saved(directory, steps, *, keep=3, save_every=1):
+def saved(directory, steps, *, keep=3, save_every=1, compress=False):
   """Saves make_state(step) at each step and returns {step: state}."""
   states = {}
-  with Checkpointer(directory, save_every=save_every, keep=keep) as ckpt:
+  with Checkpointer(directory, save_every=save_every, keep=keep, compress=compress) as ckpt:
     for step in steps:
       states[step] = make_state(step, seed=step)
       ckpt.save(step, states[step], {"data_position": step * 10, "config": {"model": "micro"}})
@@ -168,11 +168,12 @@ def flip_one_bit(step_dir):
     f.write(bytes([byte ^ 0x10]))
 
 
-def test_a_flipped_bit_on_disk_never_reaches_training(tmp_path, caplog):
-  states = saved(tmp_path, [1, 2])
+@pytest.mark.parametrize("compress", [False, True], ids=["raw", "zstd"])
+def test_a_flipped_bit_on_disk_never_reaches_training(tmp_path, caplog, compress):
+  states = saved(tmp_path, [1, 2], compress=compress)
   flip_one_bit(str(tmp_path / "2"))
-  # The chunks are zstd-compressed: the flip either breaks decoding or changes a value that decodes
-  # fine (Orbax has no checksum of its own); either way step 2 must be refused.
+  # Raw chunks decode to a changed value (Orbax has no checksum of its own); a flip in a
+  # zstd-compressed chunk either breaks decoding or changes a value. Either way step 2 is refused.
   ckpt = Checkpointer(tmp_path)
   with caplog.at_level(logging.WARNING):
     restored, extra = ckpt.restore(abstract_state=abstract(states[2], eight_way))
