@@ -62,9 +62,9 @@ def data_config() -> ml_collections.ConfigDict:
       "global_order": False,
       "threads": 1,         # tf.data private thread pool size: keep small so XLA keeps the cores.
       "prefetch": 2,        # Batches prefetched by tf.data.
-      # An evaluator keeps its split's preprocessed batches in host memory after the first pass
-      # when they fit in this many MiB per process (data/pass_cache.py); later passes skip tf.data.
-      # 0: every pass reads the split through the pipeline.
+      # An evaluator keeps a split's preprocessed batches in host memory after the first pass
+      # when they fit in this many MiB (per split it reads, per process; data/pass_cache.py):
+      # later passes skip tf.data. 0: every pass reads the split through the pipeline.
       "eval_cache_mib": 512,
   })
 
