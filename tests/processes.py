@@ -76,10 +76,10 @@ class Process:
       self.popen.wait()
 
 
-# Child processes compile without LLVM's optimisation passes: their programs are tiny, so compiling
-# them is what takes time, and level 0 compiles about 40% faster. Its arithmetic is the same IEEE
-# operations without fused multiply-adds, so children are compared only with runs built the same
-# way (other children), never with a test process's numbers.
+# Tests and their child processes compile without LLVM's optimisation passes (tests/conftest.py):
+# their programs are tiny, so compiling them is what takes time, and level 0 compiles about 40%
+# faster. Its arithmetic is the same IEEE operations without fused multiply-adds; every program of
+# a test run is built this way, so runs compared with each other are built alike.
 FAST_COMPILE = "--xla_backend_optimization_level=0"
 
 
@@ -87,7 +87,7 @@ def xla_flags(devices: int) -> str:
   """XLA_FLAGS for a child process: the test's own (tests/conftest.py) with `devices` fake CPU
   devices, compiling fast (FAST_COMPILE)."""
   kept = [flag for flag in os.environ.get("XLA_FLAGS", "").split()
-          if not flag.startswith("--xla_force_host_platform_device_count")]
+          if not flag.startswith("--xla_force_host_platform_device_count") and flag != FAST_COMPILE]
   return " ".join(kept + [f"--xla_force_host_platform_device_count={devices}", FAST_COMPILE])
 
 
