@@ -9,11 +9,12 @@ while other threads (tf.data) allocate, their buffers split a freed block, so th
 another block every few steps (ViT-Ti/16 at batch 32 on JPEGs: 6.6-10 GB resident after 13 steps
 instead of 3.3). So by default a daemon thread bounds it: every POLL_SECONDS it reads the resident
 size, and when that has grown by GROWTH_FRACTION (a quarter; at least MIN_GROWTH) since the last
-trim it calls malloc_trim(0): glibc then hands the free pages inside the heap back to the kernel. A trim
-almost always lands while a step runs, when its block is in use and stays resident; what goes back
-is the split-off remnants. So the resident size stays within a quarter of its size after a trim, and
-a process that does not grow is never trimmed. (Trimming on a clock instead, every 10 s, let the
-peak double between trims when steps are short.) Step times and peak resident sizes per setting:
+trim it calls malloc_trim(0): glibc then hands the free pages inside the heap back to the kernel.
+A trim almost always lands while a step runs, when its block is in use and stays resident; what
+goes back is the split-off remnants. So the resident size stays within a quarter of its size after
+a trim, and a process that does not grow is never trimmed. (Trimming on a clock instead, every 10
+s, let the peak double between trims when steps are short.) Step times and peak resident sizes per
+setting:
 experiments/README.md, sections "Page faults, transposed copies and bf16 bias gradients" and
 "Bounded host memory" (experiments/bench_host_memory.py).
 
