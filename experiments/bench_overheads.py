@@ -54,7 +54,7 @@ import numpy as np  # noqa: E402
 from vit_jax import checkpoint, parallel  # noqa: E402
 from vit_jax.checkpoint import writer_priority  # noqa: E402
 from vit_jax.configuration import base_config  # noqa: E402
-from vit_jax.data import pipeline, sources  # noqa: E402
+from vit_jax.data import sources  # noqa: E402
 from vit_jax.train import build, eval_pass, evaluators, loop, metric_rows  # noqa: E402
 from vit_jax.train.metric_log import MetricLog  # noqa: E402
 
@@ -334,12 +334,8 @@ def eval_overhead(args) -> None:
   s = loop.setup(config, source)
   split = args.split or config.data.train_split  # The default job's test split is 359 examples.
 
-  eval_batch = pipeline.balanced_eval_batch_size(  # As the evaluators choose it.
-      source, split, config.eval_batch_size, parallel.batch_shards(s.mesh, s.rules))
-
-  def eval_batches():
-    return pipeline.eval_batches(config.data, source=source, split=split, batch_size=eval_batch,
-                                 image_size=s.image_size)
+  def eval_batches():  # One pass as the evaluators make it, without their pass cache.
+    return evaluators.split_batches(s, source, config.data, split, config.eval_batch_size)
 
   in_memory = list(eval_batches())
   examples = sum(int(b["mask"].sum()) for b in in_memory)
@@ -390,7 +386,8 @@ def eval_overhead(args) -> None:
   for fn in variants.values():  # Compile, and fill the pipeline's caches.
     fn()
   print(f"{config.model_name} at {s.image_size} px: eval passes over {split} ({examples} examples in "
-        f"{len(in_memory)} batches of {eval_batch}, {padded - examples} of them padding), "
+        f"{len(in_memory)} batches of {len(in_memory[0]['mask'])}, {padded - examples} of them "
+        "padding), "
         f"by the evaluator, from the pipeline each pass and held in memory, vs {forward_batches} "
         f"forward passes of the train "
         f"batch {s.batch_size}; per real example; {load_line()}", flush=True)

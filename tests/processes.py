@@ -83,12 +83,13 @@ class Process:
 FAST_COMPILE = "--xla_backend_optimization_level=0"
 
 
-def xla_flags(devices: int) -> str:
+def xla_flags(devices: int, fast_compile: bool = True) -> str:
   """XLA_FLAGS for a child process: the test's own (tests/conftest.py) with `devices` fake CPU
-  devices, compiling fast (FAST_COMPILE)."""
+  devices, compiling fast (FAST_COMPILE) unless `fast_compile` is False (as in production)."""
   kept = [flag for flag in os.environ.get("XLA_FLAGS", "").split()
           if not flag.startswith("--xla_force_host_platform_device_count") and flag != FAST_COMPILE]
-  return " ".join(kept + [f"--xla_force_host_platform_device_count={devices}", FAST_COMPILE])
+  kept.append(f"--xla_force_host_platform_device_count={devices}")
+  return " ".join(kept + [FAST_COMPILE] if fast_compile else kept)
 
 
 def start(command: Sequence[str], *, log: os.PathLike, stderr_log: Optional[os.PathLike] = None,

@@ -37,8 +37,8 @@ def _run_steps(**env):
   """The step script in a child compiled as in production: without the tests' FAST_COMPILE, under
   which the step's memory is used differently (its faults are not a real step's) and its 20 steps
   take over a minute."""
-  flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if f != processes.FAST_COMPILE]
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=" ".join(flags), **env)
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS=processes.xla_flags(8, fast_compile=False), **env)
   done = processes.run([sys.executable, "-c", STEP_SCRIPT], cwd=ROOT, env=env)
   assert done.returncode == 0, done.stderr[-3000:]
   return json.loads(done.stdout.strip().splitlines()[-1])

@@ -63,7 +63,7 @@ def _set_policy(policy: int) -> int:
     try:
       os.sched_setscheduler(tid, policy, os.sched_param(0))
       count += 1
-    except (ProcessLookupError, FileNotFoundError):
+    except ProcessLookupError:
       pass  # The thread ended between listing and setting.
   return count
 

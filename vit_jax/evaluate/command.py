@@ -66,8 +66,8 @@ def run(config, checkpoint: str, output: str = "", *, split: str = "", real_labe
   written, the metrics, the summary lines). Process 0 writes; every process returns the metrics."""
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
-  from vit_jax import parallel, run_files, teacher  # pylint: disable=import-outside-toplevel
-  from vit_jax.data import pipeline, sources, split_slices  # pylint: disable=import-outside-toplevel
+  from vit_jax import run_files, teacher  # pylint: disable=import-outside-toplevel
+  from vit_jax.data import sources, split_slices  # pylint: disable=import-outside-toplevel
   from vit_jax.data.source import source_name  # pylint: disable=import-outside-toplevel
   from vit_jax.evaluate import report  # pylint: disable=import-outside-toplevel
   from vit_jax.metrics import real_labels  # pylint: disable=import-outside-toplevel
@@ -95,12 +95,8 @@ def run(config, checkpoint: str, output: str = "", *, split: str = "", real_labe
       rows["entry"] = evaluators.real_entries(local, real_by, start)
     return rows
 
-  batch_size = pipeline.balanced_eval_batch_size(
-      source, split, config.eval_batch_size, parallel.batch_shards(s.mesh, s.rules),
-      jax.process_count())
-  batches = pipeline.eval_batches(
-      config.data, source=source, split=split, batch_size=batch_size, image_size=s.image_size,
-      process_index=jax.process_index(), process_count=jax.process_count(), **columns)
+  batches = evaluators.split_batches(s, source, config.data, split, config.eval_batch_size,
+                                     **columns)
   done = eval_pass.run(s.predict_step, variables, batches, s.mesh, s.rules, keep=keep)
   names = source.class_names()
   metrics = {"checkpoint": checkpoint, "model": config.model_name, "data": source_name(config.data),

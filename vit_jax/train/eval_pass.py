@@ -45,8 +45,6 @@ def run(step: Callable[[Any, dict], dict], variables: Any, batches: Iterable[dic
   def collect(out, local):
     scalars.append({k: v for k, v in out.items() if v.ndim == 0})
     rows = {k: local_rows(v, mesh, rules) for k, v in out.items() if v.ndim > 0}
-    if not rows and keep is None:
-      return
     rows = keep(rows, local) if keep is not None else rows
     for key, value in {**rows, "mask": local["mask"]}.items():
       kept.setdefault(key, []).append(np.asarray(value))

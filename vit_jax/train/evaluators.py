@@ -93,18 +93,23 @@ def check_options(factory: Factory, options: dict, where: str, kind: str) -> Non
                      f"{', '.join(accepted + ['data']) if accepted else 'only data'}")
 
 
-def _passes(s: Setup, source, data_config, split, batch_size, **columns) -> pass_cache.PassCache:
-  """Passes over `split`, each in as many batches as `batch_size` needs and each batch no larger
-  than it must be (pipeline.balanced_eval_batch_size: less padding to compute); after the first,
-  from host memory where a pass fits in data.eval_cache_mib."""
+def split_batches(s: Setup, source, data_config, split, batch_size, **columns):
+  """One pass over this process's shard of `split` (pipeline.eval_batches), in as many batches as
+  `batch_size` needs and each batch no larger than it must be (pipeline.balanced_eval_batch_size:
+  less padding to compute)."""
   batch_size = pipeline.balanced_eval_batch_size(
       source, split, batch_size, parallel.batch_shards(s.mesh, s.rules), jax.process_count())
+  return pipeline.eval_batches(
+      data_config, source=source, split=split, batch_size=batch_size, image_size=s.image_size,
+      process_index=jax.process_index(), process_count=jax.process_count(), **columns)
 
-  def make_pass():
-    return pipeline.eval_batches(
-        data_config, source=source, split=split, batch_size=batch_size, image_size=s.image_size,
-        process_index=jax.process_index(), process_count=jax.process_count(), **columns)
-  return pass_cache.PassCache(make_pass, int(data_config.eval_cache_mib * 2 ** 20))
+
+def _passes(s: Setup, source, data_config, split, batch_size, **columns) -> pass_cache.PassCache:
+  """Passes over `split` (split_batches); after the first, from host memory where a pass fits in
+  data.eval_cache_mib."""
+  return pass_cache.PassCache(
+      lambda: split_batches(s, source, data_config, split, batch_size, **columns),
+      int(data_config.eval_cache_mib * 2 ** 20))
 
 
 def _check_classes(s: Setup, source, kind: str) -> None:
